@@ -1,0 +1,60 @@
+import json
+import os
+
+from click.testing import CliRunner
+
+from transferfeat.cli import main
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def test_list_json_and_globs():
+    r = run("list", "--format", "json")
+    assert r.exit_code == 0
+    nets = json.loads(r.output)
+    assert len(nets) == 170
+    assert {"name", "family", "base", "n", "fine_tune", "train", "valid", "requires"} <= set(nets[0])
+    ft = json.loads(run("list", "transfer-ft*", "--format", "json").output)
+    assert len(ft) == 42 and all(n["fine_tune"] for n in ft)
+    assert run("list", "transfer-ft*").output.strip().endswith("42 nets")
+
+
+def test_unknown_net_is_a_clean_error():
+    r = run("list", "half0C")
+    assert r.exit_code == 1
+    assert "Error: unknown net 'half0C'" in r.output and "half0A" in r.output
+
+
+def test_study_option_and_env(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbogus: 1\n")
+    r = run("--study", str(bad), "list")
+    assert r.exit_code == 1 and "bad.yaml" in r.output and "bogus: unknown key" in r.output
+    r = run("list", "half0A", "--format", "json", env={"TF_STUDY": "mini"})
+    assert json.loads(r.output)[0]["classes"] == 10
+
+
+def test_render_cli(tmp_path):
+    r = run("render", "transfer0A0B_1_*", "--out", str(tmp_path / "results"), "--dialect", "v0")
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / "results")) == [f"transfer0A0B_1_{n}" for n in range(1, 8)]
+    assert "rendered 7 nets (v0)" in r.output
+
+
+def test_plan_shows_both_policies():
+    r = run("plan", "--gpus", "1,8,64", "--format", "json")
+    data = json.loads(r.output)
+    assert data["requires"]["transfer0A0B_1_1"] == ["half0A"] and data["requires"]["half0A"] == []
+    one, eight, many = data["schedules"]
+    total = 9.5 * (170 - 12) + 9.5 * 200000 / 450000 * 12
+    assert abs(one["per_net"]["makespan_days"] - total) < 1e-6
+    assert one["per_net"]["utilisation"] > 0.999
+    for s in data["schedules"]:
+        assert s["per_net"]["makespan_days"] <= s["blocks"]["makespan_days"] + 1e-9
+    assert many["per_net"]["makespan_days"] >= 2 * 9.5          # base net, then transfer net
+    text = run("plan", "--gpus", "8").output
+    assert "blocks days" in text and "half0A <- 28" in text
+    assert run("plan", "--gpus", "0").exit_code == 2

@@ -1,0 +1,133 @@
+import os
+
+import pytest
+
+from conftest import REFERENCE_NETS
+from transferfeat.errors import Error
+from transferfeat.netdir import NetDir
+from transferfeat.prototxt import parse
+from transferfeat.render import Renderer, num
+from transferfeat.study import Study
+
+PAPER = Study.load()
+FILES = ("imagenet_solver.prototxt", "imagenet_train.prototxt", "imagenet_val.prototxt")
+
+
+def test_num_formats_like_2014():
+    assert [num(0.), num(0), num(1.), num(0.0001), num(0.005), num(True)] == ["0.", "0", "1.", "0.0001", "0.005", "true"]
+    assert num(2.0, 0) == "2"
+
+
+@pytest.mark.parametrize("name", REFERENCE_NETS)
+def test_v0_matches_the_original_byte_for_byte(shared, tmp_path, name):
+    ref = shared / "results" / name
+    out = tmp_path / "results"
+    # The original's folders sat at convnet_transfer/results/<net>, data under ilsvrc12/data.
+    Renderer(PAPER, "v0").render(PAPER.net(name), out, data_root=tmp_path / "ilsvrc12" / "data")
+    for f in FILES:
+        assert (out / name / f).read_bytes() == (ref / f).read_bytes(), f
+    # The reference copies the links as small text files holding their targets.
+    for link in ("basenet", "imagenet_train_leveldb", "imagenet_val_leveldb"):
+        if not (ref / link).exists():
+            assert not (out / name / link).is_symlink()
+            continue
+        want = (ref / link).read_text()
+        if name.startswith("reduced") and link == "imagenet_train_leveldb":
+            # The original named this one folder "reduced-0010"; tf uses one scheme, reduced0010_train.
+            want = want.replace("reduced-0010", "reduced0010_train")
+        assert os.readlink(out / name / link) == want
+
+
+@pytest.mark.parametrize("dialect", ["v0", "caffe1"])
+def test_every_net_renders(tmp_path, dialect):
+    r = Renderer(PAPER, dialect)
+    for net in PAPER.nets.values():
+        r.render(net, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 170
+
+
+def _layers(msg):
+    return {l.one("name"): l for l in msg.all("layer")}
+
+
+@pytest.mark.parametrize("name", list(PAPER.nets))
+def test_caffe1_parses_back_with_expected_names_and_rates(name):
+    net = PAPER.net(name)
+    files = Renderer(PAPER, "caffe1").files(net)
+    train = _layers(parse(files["imagenet_train.prototxt"], name))
+    val = _layers(parse(files["imagenet_val.prototxt"], name))
+    solver = parse(files["imagenet_solver.prototxt"])
+    assert solver.one("train_net") == "imagenet_train.prototxt" and solver.one("test_net") == "imagenet_val.prototxt"
+    assert solver.one("max_iter") == PAPER.max_iter(net)
+    assert "solver_mode" not in solver
+    frozen, renamed = set(net.frozen(PAPER.arch)), set(net.renamed(PAPER.arch))
+    for layer in PAPER.arch.learnable:
+        lname = layer.name + "-new" if layer.name in renamed else layer.name
+        assert lname in train and lname in val, lname
+        rates = [(p.one("lr_mult"), p.one("decay_mult")) for p in train[lname].all("param")]
+        assert rates == ([(0, 0), (0, 0)] if layer.name in frozen else [(1, 1), (2, 0)]), lname
+        assert train[lname].one("top") == lname
+    assert train["data"].one("data_param").one("source") == "imagenet_train_lmdb"
+    assert val["data"].one("data_param").one("source") == "imagenet_val_lmdb"
+    assert train["data"].one("transform_param").one("mean_file") == "imagenet_mean.binaryproto"
+    assert val["accuracy"].one("type") == "Accuracy" and val["loss"].one("type") == "SoftmaxWithLoss"
+    last = [l for l in train if l.startswith("fc8")][0]
+    assert train["loss"].all("bottom") == [last, "label"]
+
+
+def test_links_point_at_data_and_base(tmp_path):
+    r = Renderer(PAPER)
+    path = r.render(PAPER.net("transfer1B1A_1_4"), tmp_path / "results")
+    assert os.readlink(path / "basenet") == "../half1B"
+    assert os.readlink(path / "imagenet_train_lmdb") == "../../data/half1A_train/lmdb"
+    assert os.readlink(path / "imagenet_val_lmdb") == "../../data/half1A_valid/lmdb"
+    # The base net's training-set mean: the frozen layers keep their input statistics.
+    assert os.readlink(path / "imagenet_mean.binaryproto") == "../../data/half1B_train/mean.binaryproto"
+
+
+def test_image_data_option(tmp_path):
+    r = Renderer(PAPER, image_data=True)
+    with pytest.raises(Error, match="--images"):
+        r.render(PAPER.net("half0A"), tmp_path / "results")
+    path = r.render(PAPER.net("half0A"), tmp_path / "results", images=tmp_path / "jpegs")
+    train = _layers(parse((path / "imagenet_train.prototxt").read_text()))
+    p = train["data"].one("image_data_param")
+    assert train["data"].one("type") == "ImageData"
+    assert (p.one("source"), p.one("root_folder"), p.one("new_height")) == (
+        "imagenet_train_files.txt", "imagenet_train_images/", 256)
+    assert os.readlink(path / "imagenet_train_files.txt") == "../../data/half0A_train/files.txt"
+    assert os.readlink(path / "imagenet_val_images") == "../../jpegs/val"
+
+
+def test_rerender_keeps_logs_and_snapshots(tmp_path):
+    r = Renderer(PAPER)
+    net = PAPER.net("transfer0A0B_1_2")
+    path = r.render(net, tmp_path)
+    keep = {"tf-train-20260101-000000.log": b"log", "caffe_imagenet_train_iter_10000.caffemodel": b"w",
+            "caffe_imagenet_train_iter_10000.solverstate": b"s"}
+    for f, data in keep.items():
+        (path / f).write_bytes(data)
+    (path / "imagenet_solver.prototxt").write_text("edited")
+    Renderer(PAPER, "v0").render(net, tmp_path)
+    for f, data in keep.items():
+        assert (path / f).read_bytes() == data
+    assert (path / "imagenet_solver.prototxt").read_text().startswith('train_net: "imagenet_train.prototxt"')
+    assert NetDir(tmp_path, net.name).snapshots() == {10000: path / "caffe_imagenet_train_iter_10000.caffemodel"}
+
+
+def test_render_refuses_to_replace_a_real_file(tmp_path):
+    r = Renderer(PAPER)
+    net = PAPER.net("half0A")
+    (tmp_path / "half0A").mkdir()
+    (tmp_path / "half0A" / "imagenet_mean.binaryproto").write_bytes(b"user data")
+    with pytest.raises(Error, match="half0A.*not a link"):
+        r.render(net, tmp_path)
+    assert (tmp_path / "half0A" / "imagenet_mean.binaryproto").read_bytes() == b"user data"
+
+
+def test_netbase_padding_layers_only_in_v0():
+    v0 = Renderer(PAPER, "v0").files(PAPER.net("netbase"))["imagenet_train.prototxt"]
+    c1 = Renderer(PAPER).files(PAPER.net("netbase"))["imagenet_train.prototxt"]
+    assert 'type: "padding"' in v0 and "padding" not in c1
+    assert [l.one("name") for l in parse(c1).all("layer")] == [
+        l.one("layer").one("name") for l in parse(v0).all("layers") if l.one("layer").one("type") != "padding"]

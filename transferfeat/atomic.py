@@ -1,0 +1,42 @@
+"""Atomic file output: write a temporary sibling, then rename, so an existing file is a complete one."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def symlink(target: str, path) -> None:
+    """Point ``path`` at ``target``, replacing an older link (never a real file or folder)."""
+    path = Path(path)
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    if path.exists() and not path.is_symlink():
+        raise FileExistsError(f"{path} exists and is not a link; not replacing it")
+    tmp = path.with_name(f".{path.name}.tmplink")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,85 @@
+"""NetDir: the one place that knows the files of a net's folder and of a dataset's folder."""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+SOLVER = "imagenet_solver.prototxt"
+TRAIN = "imagenet_train.prototxt"
+VAL = "imagenet_val.prototxt"
+SNAPSHOT_PREFIX = "caffe_imagenet_train"
+LOG_PREFIX = "tf-train-"
+
+# The original's PBS job outputs ("140403_063910_half0A.o227963.gz", "catlog.oMANUAL.gz") and tf's logs.
+_LOG_RE = re.compile(r"(\.[eo][A-Za-z0-9]+(\.gz)?$)|(^" + re.escape(LOG_PREFIX) + r".*\.log(\.gz)?$)")
+_SNAP_RE = re.compile(re.escape(SNAPSHOT_PREFIX) + r"_iter_(\d+)(\.caffemodel)?$")
+_STATE_RE = re.compile(re.escape(SNAPSHOT_PREFIX) + r"_iter_(\d+)\.solverstate$")
+
+
+class NetDir:
+    """Paths of one net's folder under a results root."""
+
+    def __init__(self, root, name: str):
+        self.root = Path(root)
+        self.name = name
+        self.path = self.root / name
+
+    solver = property(lambda self: self.path / SOLVER)
+    train_prototxt = property(lambda self: self.path / TRAIN)
+    val_prototxt = property(lambda self: self.path / VAL)
+    basenet = property(lambda self: self.path / "basenet")
+    state = property(lambda self: self.path / "tf-state.json")
+
+    def logs(self) -> list[Path]:
+        """Log files of every training attempt, oldest first (by name, which starts with a timestamp)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.is_file() and _LOG_RE.search(p.name))
+
+    def new_log(self) -> Path:
+        """A fresh log file name for a new training attempt."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.path / f"{LOG_PREFIX}{stamp}.log"
+        i = 1
+        while path.exists():
+            path = self.path / f"{LOG_PREFIX}{stamp}-{i}.log"
+            i += 1
+        return path
+
+    def snapshots(self) -> dict[int, Path]:
+        """Weight snapshots by iteration: 2014 names (``…_iter_N``) and Caffe 1.0 names (``….caffemodel``)."""
+        out = {}
+        if self.path.is_dir():
+            for p in self.path.iterdir():
+                m = _SNAP_RE.fullmatch(p.name)
+                if m and p.is_file():
+                    out[int(m.group(1))] = p
+        return out
+
+    def solverstates(self) -> dict[int, Path]:
+        out = {}
+        if self.path.is_dir():
+            for p in self.path.iterdir():
+                m = _STATE_RE.fullmatch(p.name)
+                if m and p.is_file():
+                    out[int(m.group(1))] = p
+        return out
+
+    def final_snapshot(self, max_iter: int):
+        """The weights after ``max_iter`` iterations, or None: a net is done only when they exist."""
+        return self.snapshots().get(max_iter)
+
+    def latest_solverstate(self):
+        states = self.solverstates()
+        return states[max(states)] if states else None
+
+
+def dataset_dir(data_root, dataset: str) -> Path:
+    """Folder of one dataset: ``files.txt``, ``idxmap.txt``, ``lmdb/``, ``mean.binaryproto``."""
+    return Path(data_root) / dataset
+
+
+def relpath(target, start) -> str:
+    return os.path.relpath(Path(target).absolute(), Path(start).absolute())

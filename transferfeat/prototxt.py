@@ -1,0 +1,72 @@
+"""A small reader for protobuf text format (prototxt), enough to check and query rendered files."""
+from __future__ import annotations
+
+import re
+
+from .errors import Error
+
+_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}:])|([^\s{}:"#]+))')
+
+
+class Message(dict):
+    """Field name -> list of values (repeated fields keep their order)."""
+
+    def one(self, key, default=None):
+        values = self.get(key)
+        return values[-1] if values else default
+
+    def all(self, key) -> list:
+        return self.get(key, [])
+
+
+def _value(tok: str):
+    if tok.startswith('"'):
+        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+    if tok in ("true", "false"):
+        return tok == "true"
+    try:
+        return int(tok)
+    except ValueError:
+        pass
+    try:
+        return float(tok)
+    except ValueError:
+        return tok          # an enum name
+
+
+def parse(text: str, name: str = "<prototxt>") -> Message:
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            if text[pos:].strip():
+                raise Error(f"{name}: line {text.count(chr(10), 0, pos) + 1}: cannot read {text[pos:pos + 20]!r}")
+            break
+        if not m.group(1) and m.group(0).strip():
+            tokens.append((m.group(2) or m.group(3) or m.group(4), text.count("\n", 0, m.start()) + 1))
+        pos = m.end()
+    stack = [Message()]
+    i = 0
+    while i < len(tokens):
+        tok, line = tokens[i]
+        if tok == "}":
+            if len(stack) == 1:
+                raise Error(f"{name}: line {line}: unbalanced '}}'")
+            stack.pop()
+            i += 1
+            continue
+        nxt = tokens[i + 1][0] if i + 1 < len(tokens) else None
+        if nxt == ":" and i + 2 < len(tokens) and tokens[i + 2][0] != "{":
+            stack[-1].setdefault(tok, []).append(_value(tokens[i + 2][0]))
+            i += 3
+        elif nxt == "{" or (nxt == ":" and i + 2 < len(tokens)):
+            child = Message()
+            stack[-1].setdefault(tok, []).append(child)
+            stack.append(child)
+            i += 2 if nxt == "{" else 3
+        else:
+            raise Error(f"{name}: line {line}: expected ':' or '{{' after {tok!r}")
+    if len(stack) != 1:
+        raise Error(f"{name}: unexpected end of file inside a message")
+    return stack[0]

@@ -1,0 +1,184 @@
+"""Render each net's folder (solver, train and val prototxt, links) from Jinja templates and the study.
+
+Python decides *what* a net is (layer names, blobs, multipliers, links); the templates under
+``templates/<dialect>/`` decide only how a dialect spells it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import jinja2
+
+from . import atomic
+from .errors import Error
+from .netdir import NetDir, SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, dataset_dir, relpath
+from .resources import templates_dir
+from .study import Net, Study
+
+# What differs between dialects beyond spelling: the database kind and how padding is expressed.
+DIALECTS = {
+    "caffe1": SimpleNamespace(db="lmdb", padding_layers=False),
+    "v0": SimpleNamespace(db="leveldb", padding_layers=True),
+}
+LR_MULT, DECAY_MULT = (1.0, 2.0), (1.0, 0.0)   # weights, biases (CaffeNet's convention)
+FROZEN = (0.0, 0.0)
+NEW = "-new"
+
+
+def num(value, trailing_dot=1):
+    """Format a number as the 2014 files did: ints as ints, whole floats as ``1.``, else shortest repr.
+
+    ``num(0)`` drops the trailing dot (``1``) for the Caffe 1.0 dialect.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer():
+            return f"{int(value)}." if trailing_dot else str(int(value))
+        return repr(value)
+    return str(value)
+
+
+@dataclass
+class LayerContext:
+    name: str
+    type: str
+    params: list = field(default_factory=list)
+    bottoms: list = field(default_factory=list)
+    tops: list = field(default_factory=list)
+    filler: dict = None
+    lr_mult: tuple = ()
+    decay_mult: tuple = ()
+
+
+@dataclass
+class NetContext:
+    arch_name: str
+    phase: str
+    input: object
+    batch: int
+    mirror: bool
+    links: SimpleNamespace
+    image_data: bool
+    layers: list
+
+
+def layers(study: Study, net: Net, phase: str, padding_layers: bool) -> list[LayerContext]:
+    """The net's layers for ``phase`` ('train' or 'val'), with renamed blobs and learning rates."""
+    arch = study.arch
+    frozen, renamed = set(net.frozen(arch)), set(net.renamed(arch))
+    out = [LayerContext("data", "data", tops=["data", "label"])]
+    blob = "data"
+    for layer in arch.layers:
+        params = [(k, v) for k, v in layer.params if k not in ("weight_std", "bias")]
+        if layer.type in ("relu", "dropout"):
+            out.append(LayerContext(layer.name, layer.type, params, [blob], [blob]))
+            continue
+        bottom = blob
+        if padding_layers and layer.get("pad"):
+            pad = layer.name.replace("conv", "pad", 1)
+            out.append(LayerContext(pad, "padding", [("pad", layer.get("pad"))], [blob], [pad]))
+            params = [(k, v) for k, v in params if k != "pad"]
+            bottom = pad
+        name = layer.name + NEW if layer.name in renamed else layer.name
+        ctx = LayerContext(name, layer.type, params, [bottom], [name])
+        if layer.learnable and phase == "train":
+            ctx.filler = {"weight_std": layer.get("weight_std"), "bias": layer.get("bias")}
+            ctx.lr_mult = FROZEN if layer.name in frozen else LR_MULT
+            ctx.decay_mult = FROZEN if layer.name in frozen else DECAY_MULT
+        out.append(ctx)
+        blob = name
+    if phase == "train":
+        out.append(LayerContext("loss", "softmax_loss", bottoms=[blob, "label"]))
+    else:
+        out.append(LayerContext("prob", "softmax", bottoms=[blob], tops=["prob"]))
+        out.append(LayerContext("accuracy", "accuracy", bottoms=["prob", "label"], tops=["accuracy"]))
+    return out
+
+
+def _caffe1_val_tail(ctx: list[LayerContext]) -> list[LayerContext]:
+    """Caffe 1.0 val nets report accuracy and loss (the 2014 nets' test scores #0 and #1)."""
+    body, logits = ctx[:-2], ctx[-2].bottoms[0]
+    return body + [LayerContext("accuracy", "accuracy", bottoms=[logits, "label"], tops=["accuracy"]),
+                   LayerContext("loss", "softmax_loss", bottoms=[logits, "label"], tops=["loss"])]
+
+
+class Renderer:
+    def __init__(self, study: Study, dialect: str = "caffe1", image_data: bool = False):
+        if dialect not in DIALECTS:
+            raise Error(f"unknown dialect {dialect!r} (valid: {', '.join(DIALECTS)})")
+        if image_data and dialect != "caffe1":
+            raise Error("ImageData layers exist only in the caffe1 dialect")
+        self.study, self.dialect, self.image_data = study, dialect, image_data
+        self.spec = DIALECTS[dialect]
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(templates_dir() / dialect)),
+            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined, autoescape=False,
+        )
+        env.filters["num"] = num
+        self.env = env
+
+    def link_names(self) -> SimpleNamespace:
+        """Names of the links a net folder holds, as the prototxts refer to them."""
+        if self.image_data:
+            return SimpleNamespace(train="imagenet_train_files.txt", valid="imagenet_val_files.txt",
+                                   train_images="imagenet_train_images", valid_images="imagenet_val_images",
+                                   mean="imagenet_mean.binaryproto")
+        db = self.spec.db
+        return SimpleNamespace(train=f"imagenet_train_{db}", valid=f"imagenet_val_{db}",
+                               mean="imagenet_mean.binaryproto")
+
+    def files(self, net: Net) -> dict[str, str]:
+        """The text of the three prototxt files of ``net``."""
+        out = {}
+        for phase, fname in (("train", TRAIN), ("val", VAL)):
+            ctx = layers(self.study, net, phase, self.spec.padding_layers and net.padding_layers)
+            if phase == "val" and self.dialect == "caffe1":
+                ctx = _caffe1_val_tail(ctx)
+            inp = self.study.config.input
+            context = NetContext(self.study.arch.name, phase, inp,
+                                 inp.train_batch if phase == "train" else inp.val_batch,
+                                 inp.mirror and phase == "train", self.link_names(), self.image_data, ctx)
+            out[fname] = self.env.get_template("net.prototxt.j2").render(net=context)
+        out[SOLVER] = self.env.get_template("solver.prototxt.j2").render(
+            s=self.study.config.solvers[net.solver], train_net=TRAIN, test_net=VAL, snapshot_prefix=SNAPSHOT_PREFIX)
+        return out
+
+    def link_targets(self, net: Net, data_root, images=None) -> dict[str, Path]:
+        """Where each link of the net's folder points (absolute; made relative when written)."""
+        names = self.link_names()
+        out = {names.mean: dataset_dir(data_root, net.mean) / "mean.binaryproto"}
+        if self.image_data:
+            if images is None:
+                raise Error("ImageData layers need the image folder (--images DIR with train/ and val/)")
+            out[names.train] = dataset_dir(data_root, net.train) / "files.txt"
+            out[names.valid] = dataset_dir(data_root, net.valid) / "files.txt"
+            out[names.train_images] = Path(images) / "train"
+            out[names.valid_images] = Path(images) / "val"
+        else:
+            out[names.train] = dataset_dir(data_root, net.train) / self.spec.db
+            out[names.valid] = dataset_dir(data_root, net.valid) / self.spec.db
+        return out
+
+    def render(self, net: Net, out, data_root=None, images=None) -> Path:
+        """Write (or refresh) the folder of ``net`` under ``out``; logs and snapshots are never touched."""
+        out = Path(out)
+        data_root = Path(data_root) if data_root else out.parent / "data"
+        d = NetDir(out, net.name)
+        d.path.mkdir(parents=True, exist_ok=True)
+        for fname, text in self.files(net).items():
+            path = d.path / fname
+            if not (path.is_file() and path.read_text() == text):
+                atomic.write_text(path, text)
+        links = {k: relpath(v, d.path) for k, v in self.link_targets(net, data_root, images).items()}
+        if net.base:
+            links["basenet"] = f"../{net.base}"
+        try:
+            for name, target in links.items():
+                atomic.symlink(target, d.path / name)
+        except FileExistsError as e:
+            raise Error(f"net {net.name}: {e}") from None
+        return d.path

@@ -34,3 +34,24 @@ def paper():
 @pytest.fixture(scope="session")
 def mini():
     return Study.load("mini")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic ILSVRC-layout data set (20 classes, 32 px), made once per session."""
+    from transferfeat.synth import synthesize
+    out = tmp_path_factory.mktemp("synth")
+    synthesize(out, classes=20, train_per_class=12, valid_per_class=3, size=(32, 32), seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def caffe_bin():
+    """The real caffe; skips only where Caffe is absent (never in CI, which installs it)."""
+    from transferfeat.caffe import CaffeNotFound, find_tool
+    try:
+        return find_tool("caffe")
+    except CaffeNotFound as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have Caffe: {e}")
+        pytest.skip(str(e))

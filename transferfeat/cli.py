@@ -125,3 +125,160 @@ def plan(ctx, globs, gpus, days_per_net, fmt):
     rows = [[a.gpus, f"{a.makespan:.1f}", f"{a.utilisation:.0%}", f"{b.makespan:.1f}", f"{b.utilisation:.0%}",
              f"{b.makespan / a.makespan:.2f}x" if a.makespan else "-"] for a, b in result]
     click.echo(table(rows, ["gpus", "per-net days", "util", "blocks days", "util", "blocks/per-net"]))
+
+
+def _size(value):
+    """Parse 'WxH' (or 'N' for a square) into (W, H)."""
+    if value is None:
+        return None
+    try:
+        w, _, h = value.lower().partition("x")
+        size = (int(w), int(h or w))
+        assert size[0] > 0 and size[1] > 0
+        return size
+    except (ValueError, AssertionError):
+        raise click.BadParameter(f"{value!r} is not WxH") from None
+
+
+data_root_option = click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default="data",
+                                 show_default=True, help="Datasets folder: <dataset>/files.txt, lmdb/, mean.binaryproto.")
+
+
+@main.command()
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="Folder holding whole_train/files.txt and/or whole_valid/files.txt.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Datasets folder.")
+@click.pass_context
+@domain
+def split(ctx, source, out):
+    """Write the list files of every derived dataset (halves, natman halves, reduced sets)."""
+    from .splits import make_splits
+    written, skipped = make_splits(study_of(ctx), source, out)
+    for w in written:
+        line = f"{w.dataset:<20} {w.lines:>8} lines  {w.verdict}"
+        click.echo(click.style(line, fg="red", bold=True) if w.verdict.startswith("MISMATCH") else line)
+    for s in skipped:
+        click.echo(f"skipped {s}", err=True)
+    bad = sum(w.verdict.startswith("MISMATCH") for w in written)
+    if bad:
+        click.echo(click.style(f"WARNING: {bad} list(s) differ from the paper's", fg="red", bold=True), err=True)
+    if not written:
+        raise click.ClickException(f"no list written: {source} has neither whole_train/ nor whole_valid/files.txt")
+
+
+@main.command()
+@click.argument("datasets", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every dataset of the study.")
+@data_root_option
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Image folder: train/ and val/ for datasets; the list's root with --list.")
+@click.option("--list", "list_file", type=click.Path(dir_okay=False, path_type=Path), help="Low-level form: a list file.")
+@click.option("--out", type=click.Path(path_type=Path), help="Low-level form: the LMDB to write.")
+@click.option("--resize", help="WxH; 0 keeps the size. Default: the study's input.resize for datasets, none with --list.")
+@click.option("--encoded", is_flag=True, help="Store the image files' own bytes.")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, help="Decoding processes (default: all cores).")
+@click.option("--max-skip", type=float, default=0.01, show_default=True,
+              help="Fail when more than this fraction of images cannot be read.")
+@click.pass_context
+@domain
+def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, shuffle, seed, workers, max_skip):
+    """Build Caffe LMDB databases (Datum records) from list files."""
+    from .datasets import build_db
+    from .netdir import dataset_dir
+    study = study_of(ctx)
+    size = None if resize in (None, "0") else _size(resize)
+    if list_file or out:
+        if not (list_file and out and images) or datasets or all_:
+            raise click.UsageError("the low-level form needs --list, --images and --out, and no DATASET")
+        jobs = [(list_file, images, out)]
+    else:
+        if all_ == bool(datasets):
+            raise click.UsageError("name DATASETs or give --all (or use --list/--images/--out)")
+        if images is None:
+            raise click.UsageError("--images DIR (holding train/ and val/) is needed")
+        if resize is None and study.config.input.resize:
+            size = (study.config.input.resize,) * 2
+        names = study.datasets() if all_ else list(datasets)
+        known = set(study.datasets())
+        for n in names:
+            if n not in known:
+                raise click.BadParameter(f"{n!r} is not a dataset of study {study.config.name!r} "
+                                         f"(e.g. {', '.join(sorted(known)[:4])}…)", param_hint="DATASET")
+        jobs = [(dataset_dir(data_root, n) / "files.txt", images / ("train" if n.endswith("_train") else "val"),
+                 dataset_dir(data_root, n) / "lmdb") for n in names]
+    for lst, img, dest in jobs:
+        if dest.exists() and not list_file:
+            click.echo(f"{dest}: exists, skipped")
+            continue
+        r = build_db(lst, img, dest, classes=study.config.datasets.classes, resize=size, encoded=encoded,
+                     shuffle=shuffle, seed=seed, workers=workers, max_skip=max_skip, log=click.echo)
+        resumed = f", resumed at record {r.resumed_at}" if r.resumed_at else ""
+        click.echo(f"{dest}: {r.written} records, {len(r.skipped)} skipped{resumed}")
+        for line, f, reason in r.skipped[:20]:
+            click.echo(f"  skipped {lst}:{line} {f}: {reason}", err=True)
+        if r.skipped:
+            click.echo(f"  report: {dest / 'tf-report.json'}", err=True)
+
+
+@main.command()
+@click.argument("dataset", required=False)
+@click.option("--db", "db_path", type=click.Path(file_okay=False, path_type=Path), help="An LMDB instead of a dataset.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Mean file to write.")
+@data_root_option
+@click.pass_context
+@domain
+def mean(ctx, dataset, db_path, out, data_root):
+    """Write a database's mean image as a BlobProto (as compute_image_mean does)."""
+    from .datasets import compute_mean, write_mean
+    from .netdir import dataset_dir
+    if bool(dataset) == bool(db_path):
+        raise click.UsageError("give a DATASET or --db DB")
+    if dataset:
+        study = study_of(ctx)
+        if dataset not in study.datasets():
+            raise click.BadParameter(f"{dataset!r} is not a dataset of study {study.config.name!r}", param_hint="DATASET")
+        db_path = dataset_dir(data_root, dataset) / "lmdb"
+        out = out or dataset_dir(data_root, dataset) / "mean.binaryproto"
+    elif out is None:
+        raise click.UsageError("--db needs --out FILE")
+    m = compute_mean(db_path)
+    write_mean(m, out)
+    means = m.reshape(m.shape[0], -1).mean(axis=1)
+    click.echo(f"{out}: {'x'.join(map(str, m.shape))}, channel means " + " ".join(f"{v:.3f}" for v in means))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@domain
+def inspect(path, fmt):
+    """Describe a .binaryproto, an LMDB or a .caffemodel."""
+    from .datasets import inspect_path
+    info = inspect_path(path)
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=1))
+        return
+    for k, v in info.items():
+        if k == "layers":
+            click.echo("layers:")
+            for l in v:
+                click.echo(f"  {l['name']:<12} {l['type']:<14} " + " ".join("x".join(map(str, b)) for b in l["blobs"]))
+        else:
+            click.echo(f"{k}: {v}")
+
+
+@main.command()
+@click.option("--classes", type=int, default=20, show_default=True)
+@click.option("--train-per-class", type=int, default=120, show_default=True)
+@click.option("--valid-per-class", type=int, default=30, show_default=True)
+@click.option("--size", default="32x32", show_default=True, help="WxH of the images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@domain
+def synth(classes, train_per_class, valid_per_class, size, seed, out):
+    """Generate a learnable JPEG data set in ILSVRC layout (train/, val/, whole_*/files.txt)."""
+    from .synth import synthesize
+    info = synthesize(out, classes, train_per_class, valid_per_class, _size(size), seed)
+    click.echo(f"{out}: {info['classes']} classes, {info['train']} train and {info['valid']} val images")

@@ -1,0 +1,214 @@
+import errno
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from transferfeat import datasets
+from transferfeat.caffeproto import Datum, read_blob
+from transferfeat.cli import main
+from transferfeat.datasets import build_db, compute_mean, decode_datum, inspect_path, iter_db, resize_bilinear
+from transferfeat.errors import Error
+
+
+def _list(tmp_path, synth_dir, n=40, extra=""):
+    lines = (synth_dir / "whole_train" / "files.txt").read_text().splitlines()[:n]
+    p = tmp_path / "list.txt"
+    p.write_text("\n".join(lines) + "\n" + extra)
+    return p
+
+
+def test_build_and_inspect(tmp_path, synth_dir):
+    lst = _list(tmp_path, synth_dir)
+    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(24, 20), progress=False, workers=2)
+    assert r.written == 40 and r.skipped == []
+    assert not (tmp_path / "db.partial").exists() and not (tmp_path / "db.partial.json").exists()
+    info = inspect_path(tmp_path / "db")
+    assert info["records"] == 40 and info["image_shape"] == [3, 20, 24] and info["encoded"] is False
+    assert sum(info["labels"].values()) == 40 and info["first_keys"][0].startswith("00000000_n9")
+    keys = [k.decode() for k, _ in iter_db(tmp_path / "db")]
+    names = [l.split()[0] for l in lst.read_text().splitlines()]
+    assert sorted(k[9:] for k in keys) == sorted(names) and [k[:8] for k in keys] == [f"{i:08d}" for i in range(40)]
+    assert [k[9:] for k in keys] != names                  # shuffled by default (seeded)
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "db"), "--format", "json"])
+    assert json.loads(r.output)["records"] == 40
+
+
+def test_bgr_planar_pixels(tmp_path, synth_dir):
+    lst = _list(tmp_path, synth_dir, n=1)
+    build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, shuffle=False, progress=False, workers=1)
+    (key, value), = iter_db(tmp_path / "db")
+    from PIL import Image
+    rgb = np.asarray(Image.open(synth_dir / "train" / lst.read_text().split()[0]).convert("RGB"))
+    assert np.array_equal(decode_datum(value), rgb[:, :, ::-1].transpose(2, 0, 1))
+    d = Datum.from_bytes(value)
+    assert (d.channels, d.height, d.width, d.encoded) == (3, 32, 32, False)
+
+
+def test_encoded_records_hold_the_file_bytes(tmp_path, synth_dir):
+    lst = _list(tmp_path, synth_dir, n=5)
+    build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, encoded=True, shuffle=False, progress=False)
+    for (k, v), line in zip(iter_db(tmp_path / "db"), lst.read_text().splitlines()):
+        d = Datum.from_bytes(v)
+        assert d.encoded and d.data == (synth_dir / "train" / line.split()[0]).read_bytes()
+
+
+def test_bad_images_are_skipped_reported_and_limited(tmp_path, synth_dir):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    src = synth_dir / "train"
+    lines = (synth_dir / "whole_train" / "files.txt").read_text().splitlines()[:20]
+    for l in lines:
+        (imgs / l.split()[0]).parent.mkdir(exist_ok=True)
+        (imgs / l.split()[0]).write_bytes((src / l.split()[0]).read_bytes())
+    corrupt = imgs / lines[3].split()[0]
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(lines) + "\nmissing/nothere.JPEG 1\n")
+    with pytest.raises(Error, match="2 of 21 images could not be read.*partial build stays"):
+        build_db(lst, imgs, tmp_path / "db", classes=20, progress=False)
+    assert not (tmp_path / "db").exists() and (tmp_path / "db.partial").exists()
+    r = CliRunner().invoke(main, ["db", "--list", str(lst), "--images", str(imgs), "--out", str(tmp_path / "db"),
+                                  "--max-skip", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert "19 records, 2 skipped" in r.output and "nothere.JPEG" in r.output and "list.txt:4" in r.output
+    report = json.loads((tmp_path / "db" / "tf-report.json").read_text())
+    assert {s["file"] for s in report["skipped"]} == {lines[3].split()[0], "missing/nothere.JPEG"}
+
+
+def test_bad_list_line_fails_before_writing(tmp_path, synth_dir):
+    lst = _list(tmp_path, synth_dir, n=3, extra="broken-line-without-label\n")
+    with pytest.raises(Error, match="list.txt:4: expected 'FILE LABEL'"):
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False)
+    assert not (tmp_path / "db").exists() and not (tmp_path / "db.partial").exists()
+
+
+def _failing_put(monkeypatch, exc, after):
+    real = datasets._put_all
+    calls = []
+
+    def put(env, items):
+        calls.append(len(items))
+        if len(calls) == after:
+            raise exc
+        real(env, items)
+    monkeypatch.setattr(datasets, "_put_all", put)
+    return calls
+
+
+def test_interrupted_build_resumes_without_duplicates(tmp_path, synth_dir, monkeypatch):
+    lst = _list(tmp_path, synth_dir, n=100)
+    _failing_put(monkeypatch, KeyboardInterrupt(), after=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=15)
+    assert not (tmp_path / "db").exists()
+    monkeypatch.undo()
+    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=15)
+    assert r.resumed_at == 30 and r.written == 100
+    keys = [k for k, _ in iter_db(tmp_path / "db")]
+    assert len(keys) == len(set(keys)) == 100
+    fresh = build_db(lst, synth_dir / "train", tmp_path / "db2", classes=20, progress=False)
+    assert list(iter_db(tmp_path / "db")) == list(iter_db(tmp_path / "db2"))
+
+
+def test_write_error_mid_build_leaves_no_complete_db(tmp_path, synth_dir, monkeypatch):
+    lst = _list(tmp_path, synth_dir, n=60)
+    _failing_put(monkeypatch, OSError(errno.ENOSPC, "No space left on device"), after=1)
+    r = CliRunner().invoke(main, ["db", "--list", str(lst), "--images", str(synth_dir / "train"),
+                                  "--out", str(tmp_path / "db")])
+    assert r.exit_code == 1 and "No space left on device" in r.output
+    assert not (tmp_path / "db").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, monkeypatch):
+    lst = _list(tmp_path, synth_dir, n=40)
+    _failing_put(monkeypatch, KeyboardInterrupt(), after=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=10)
+    monkeypatch.undo()
+    with pytest.raises(Error, match="partial build with other settings"):
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(8, 8), progress=False)
+
+
+def test_map_grows_instead_of_failing(tmp_path, synth_dir, monkeypatch):
+    monkeypatch.setattr(datasets, "estimate_bytes", lambda *a, **k: 1)      # a far too small first map
+    lst = _list(tmp_path, synth_dir, n=240)
+    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(128, 128), progress=False)
+    assert r.written == 240
+
+
+def test_resize_matches_opencv_reference_points():
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 16
+    up = resize_bilinear(img, 8, 8)
+    assert up.shape == (8, 8, 1) and up[0, 0, 0] == 0 and up[-1, -1, 0] == 240
+    down = resize_bilinear(img, 2, 2)
+    assert down[:, :, 0].tolist() == [[40, 72], [168, 200]]      # cv2.resize(..., (2, 2)) gives these
+
+
+def test_mean_cli_on_a_dataset(tmp_path, synth_dir):
+    data = tmp_path / "data"
+    r = CliRunner().invoke(main, ["--study", "mini", "split", "--source", str(synth_dir), "--out", str(data)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["--study", "mini", "db", "half0A_train", "--data-root", str(data),
+                                  "--images", str(synth_dir)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["--study", "mini", "mean", "half0A_train", "--data-root", str(data)])
+    assert r.exit_code == 0, r.output
+    assert "3x32x32, channel means" in r.output
+    blob = read_blob(data / "half0A_train" / "mean.binaryproto")
+    assert blob.dims == (1, 3, 32, 32)
+    assert np.allclose(blob.array()[0], compute_mean(data / "half0A_train" / "lmdb", progress=False))
+    r = CliRunner().invoke(main, ["--study", "mini", "db", "half9Z_train", "--data-root", str(data), "--images", "x"])
+    assert r.exit_code == 2 and "not a dataset of study 'mini'" in r.output
+
+
+def test_synth_cli(tmp_path):
+    r = CliRunner().invoke(main, ["synth", "--classes", "4", "--train-per-class", "3", "--valid-per-class", "2",
+                                  "--size", "16x16", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    train = (tmp_path / "s" / "whole_train" / "files.txt").read_text().splitlines()
+    valid = (tmp_path / "s" / "whole_valid" / "files.txt").read_text().splitlines()
+    assert len(train) == 12 and len(valid) == 8
+    assert all((tmp_path / "s" / "train" / l.split()[0]).is_file() for l in train)
+    assert all((tmp_path / "s" / "val" / l.split()[0]).is_file() for l in valid)
+    assert len((tmp_path / "s" / "synsets.txt").read_text().split()) == 4
+
+
+# ------------------------------------------------------------------ compatibility with Caffe's own tools
+
+def _tool(caffe_bin, name):
+    return str(caffe_bin.parent / name) if (caffe_bin.parent / name).exists() else name
+
+
+@pytest.mark.caffe
+def test_encoded_records_identical_to_convert_imageset(tmp_path, synth_dir, caffe_bin):
+    lst = _list(tmp_path, synth_dir, n=30)
+    subprocess.run([_tool(caffe_bin, "convert_imageset"), "--encoded", str(synth_dir / "train") + "/", str(lst),
+                    str(tmp_path / "cv")], check=True, capture_output=True)
+    build_db(lst, synth_dir / "train", tmp_path / "tf", classes=20, encoded=True, shuffle=False, progress=False)
+    assert list(iter_db(tmp_path / "cv")) == list(iter_db(tmp_path / "tf"))
+
+
+@pytest.mark.caffe
+def test_resized_records_close_to_convert_imageset_and_mean_matches(tmp_path, synth_dir, caffe_bin):
+    lst = _list(tmp_path, synth_dir, n=30)
+    subprocess.run([_tool(caffe_bin, "convert_imageset"), "--resize_height", "20", "--resize_width", "26",
+                    str(synth_dir / "train") + "/", str(lst), str(tmp_path / "cv")], check=True, capture_output=True)
+    build_db(lst, synth_dir / "train", tmp_path / "tf", classes=20, resize=(26, 20), shuffle=False, progress=False)
+    cv, tf = list(iter_db(tmp_path / "cv")), list(iter_db(tmp_path / "tf"))
+    assert [k for k, _ in cv] == [k for k, _ in tf]
+    for (_, a), (_, b) in zip(cv, tf):
+        da, db = Datum.from_bytes(a), Datum.from_bytes(b)
+        assert (da.channels, da.height, da.width, da.label, da.encoded) == (db.channels, db.height, db.width,
+                                                                             db.label, db.encoded)
+        assert np.abs(da.image().astype(int) - db.image().astype(int)).max() <= 3
+    subprocess.run([_tool(caffe_bin, "compute_image_mean"), str(tmp_path / "cv"), str(tmp_path / "cv.binaryproto")],
+                   check=True, capture_output=True)
+    r = CliRunner().invoke(main, ["mean", "--db", str(tmp_path / "cv"), "--out", str(tmp_path / "tf.binaryproto")])
+    assert r.exit_code == 0, r.output
+    ref, ours = read_blob(tmp_path / "cv.binaryproto"), read_blob(tmp_path / "tf.binaryproto")
+    assert (ref.num, ref.channels, ref.height, ref.width, ref.shape) == (ours.num, ours.channels, ours.height,
+                                                                          ours.width, ours.shape)
+    assert np.abs(ref.data - ours.data).max() < 1e-3

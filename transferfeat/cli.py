@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import Error
-from .study import STUDY_ENV, Study
+from .study import STUDY_COPY, STUDY_ENV, Study
 
 
 def domain(f):
@@ -26,11 +26,16 @@ def domain(f):
     return wrapper
 
 
-def study_of(ctx: click.Context) -> Study:
+def study_of(ctx: click.Context, root=None) -> Study:
+    """The study: --study / $TF_STUDY, else the copy a results folder keeps (render writes it), else paper."""
     obj = ctx.find_root().obj
-    if "study" not in obj:
-        obj["study"] = Study.load(obj["study_path"])
-    return obj["study"]
+    path = obj["study_path"]
+    if not path and root is not None and (Path(root) / STUDY_COPY).is_file():
+        path = Path(root) / STUDY_COPY
+    key = ("study", str(path))
+    if key not in obj:
+        obj[key] = Study.load(path)
+    return obj[key]
 
 
 def table(rows: list[list], header: list[str]) -> str:
@@ -87,6 +92,7 @@ def render(ctx, globs, out, dialect, data_root, image_data, images):
     nets = study.select(globs)
     for net in nets:
         r.render(net, out, data_root=data_root, images=images)
+    r.keep_study(out)
     click.echo(f"rendered {len(nets)} nets ({dialect}) into {out}")
 
 
@@ -282,3 +288,124 @@ def synth(classes, train_per_class, valid_per_class, size, seed, out):
     from .synth import synthesize
     info = synthesize(out, classes, train_per_class, valid_per_class, _size(size), seed)
     click.echo(f"{out}: {info['classes']} classes, {info['train']} train and {info['valid']} val images")
+
+
+root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default="results",
+                           show_default=True, help="Results folder: one sub-folder per net.")
+
+
+def _summary(ctx, root, use_cache=True):
+    from .results import parse_root, summarize
+    if not root.is_dir():
+        raise Error(f"results folder {root} does not exist")
+    study = study_of(ctx, root)
+    return study, summarize(study, parse_root(study, root, use_cache=use_cache))
+
+
+def _fmt(v, digits=4):
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+RESULT_COLUMNS = ["iterations", "tests", "classes", "top1_last", "top1_best", "top1_top10_mean",
+                  "val_loss_bottom10_mean", "train_loss_bottom10_mean"]
+
+
+@main.command()
+@root_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
+@click.option("--no-cache", is_flag=True, help="Parse every log again.")
+@click.option("--compare", type=click.Path(file_okay=False, path_type=Path),
+              help="Another results folder: print both values and the difference for every series point.")
+@click.pass_context
+@domain
+def results(ctx, root, fmt, no_cache, compare):
+    """Per-net metrics and the paper's series from the Caffe logs under --root."""
+    import csv
+    import io
+    from .results import compare as compare_rows
+    study, summary = _summary(ctx, root, not no_cache)
+    if compare:
+        other = _summary(ctx, compare, not no_cache)[1]
+        rows = compare_rows(summary, other)
+        if fmt == "json":
+            click.echo(json.dumps([dict(zip(["series", "x", "mine", "other", "diff"], r)) for r in rows], indent=1))
+        else:
+            click.echo(table([[s, x, _fmt(a), _fmt(b), _fmt(d)] for s, x, a, b, d in rows],
+                             ["series", "x", str(root), str(compare), "difference"]))
+        return
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=1))
+        return
+    rows = [[name] + [_fmt(m[c]) for c in RESULT_COLUMNS] for name, m in summary["nets"].items()]
+    header = ["net"] + RESULT_COLUMNS
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([header] + rows)
+        click.echo(buf.getvalue(), nl=False)
+        return
+    if fmt == "markdown":
+        click.echo("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for r in rows:
+            click.echo("| " + " | ".join(r) + " |")
+    else:
+        click.echo(table(rows, header))
+    click.echo()
+    srows = [[s, " ".join(f"{x}:{v:.3f}" for x, v in pts.items())] for s, pts in summary["series"].items()]
+    click.echo(table(srows, ["series", "x:mean top-1 (mean of 10 best tests)"]))
+    if summary["missing"]:
+        click.echo(f"\n{len(summary['missing'])} nets without logs: {' '.join(summary['missing'])}")
+
+
+@main.group(invoke_without_command=True)
+@root_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="figures", show_default=True)
+@click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
+@click.option("--compare", type=click.Path(file_okay=False, path_type=Path),
+              help="Overlay another results folder (e.g. the authors' logs), faded.")
+@click.option("--no-cache", is_flag=True)
+@click.pass_context
+@domain
+def plot(ctx, root, out, formats, compare, no_cache):
+    """The paper's figures (2 top, 2 bottom, 3, reduced data); `plot curves NET…` for training curves."""
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in ("png", "pdf", "svg")]
+    if bad or not fmts:
+        raise click.BadParameter(f"{formats!r}: choose from png, pdf, svg", param_hint="--format")
+    ctx.obj["plot"] = dict(root=root, out=out, formats=fmts)
+    if ctx.invoked_subcommand:
+        return
+    from .plots import plot_all
+    study, summary = _summary(ctx, root, not no_cache)
+    if not summary["nets"]:
+        raise Error(f"no net of study {study.config.name!r} has logs under {root}")
+    other = _summary(ctx, compare, not no_cache)[1] if compare else None
+    paths = plot_all(study, summary, out, fmts, other, other_label=compare.name if compare else "other")
+    for p in paths:
+        click.echo(f"wrote {p}")
+    if summary["missing"]:
+        click.echo(f"{len(summary['missing'])} of {len(study.nets)} nets have no logs yet and are left out: "
+                   + " ".join(summary["missing"][:20]) + (" …" if len(summary["missing"]) > 20 else ""))
+
+
+@plot.command()
+@click.argument("nets", nargs=-1, required=True)
+@click.pass_context
+@domain
+def curves(ctx, nets):
+    """Train loss, val accuracy and learning rate against iteration (all segments) for NETs."""
+    from .logs import parse_files
+    from .netdir import NetDir
+    from .plots import plot_curves
+    opts = ctx.obj["plot"]
+    study = study_of(ctx, opts["root"])
+    logs = {}
+    for net in study.select(nets):
+        files = NetDir(opts["root"], net.name).logs()
+        if not files:
+            click.echo(f"{net.name}: no logs under {opts['root']}", err=True)
+            continue
+        logs[net.name] = parse_files(files)
+    if not logs:
+        raise Error("none of the selected nets has logs")
+    for p in plot_curves(logs, opts["out"], opts["formats"]):
+        click.echo(f"wrote {p}")

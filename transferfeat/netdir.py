@@ -14,6 +14,7 @@ LOG_PREFIX = "tf-train-"
 
 # The original's PBS job outputs ("140403_063910_half0A.o227963.gz", "catlog.oMANUAL.gz") and tf's logs.
 _LOG_RE = re.compile(r"(\.[eo][A-Za-z0-9]+(\.gz)?$)|(^" + re.escape(LOG_PREFIX) + r".*\.log(\.gz)?$)")
+_JOB = re.compile(r"\.[eo](\d+)(?:\.gz)?$")
 _SNAP_RE = re.compile(re.escape(SNAPSHOT_PREFIX) + r"_iter_(\d+)(\.caffemodel)?$")
 _STATE_RE = re.compile(re.escape(SNAPSHOT_PREFIX) + r"_iter_(\d+)\.solverstate$")
 
@@ -36,7 +37,7 @@ class NetDir:
         """Log files of every training attempt, oldest first (by name, which starts with a timestamp)."""
         if not self.path.is_dir():
             return []
-        return sorted(p for p in self.path.iterdir() if p.is_file() and _LOG_RE.search(p.name))
+        return sorted((p for p in self.path.iterdir() if p.is_file() and is_log(p.name)), key=segment_order)
 
     def new_log(self) -> Path:
         """A fresh log file name for a new training attempt."""
@@ -74,6 +75,17 @@ class NetDir:
     def latest_solverstate(self):
         states = self.solverstates()
         return states[max(states)] if states else None
+
+
+def is_log(name: str) -> bool:
+    return bool(_LOG_RE.search(name))
+
+
+def segment_order(path) -> tuple:
+    """Log files in the order they were written: by name, PBS job numbers compared as numbers."""
+    name = Path(path).name
+    m = _JOB.search(name)
+    return (name[: m.start()], int(m.group(1))) if m else (name, -1)
 
 
 def dataset_dir(data_root, dataset: str) -> Path:

@@ -15,7 +15,7 @@ from . import atomic
 from .errors import Error
 from .netdir import NetDir, SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, dataset_dir, relpath
 from .resources import templates_dir
-from .study import Net, Study
+from .study import STUDY_COPY, Net, Study
 
 # What differs between dialects beyond spelling: the database kind and how padding is expressed.
 DIALECTS = {
@@ -162,6 +162,14 @@ class Renderer:
             out[names.train] = dataset_dir(data_root, net.train) / self.spec.db
             out[names.valid] = dataset_dir(data_root, net.valid) / self.spec.db
         return out
+
+    def keep_study(self, out) -> None:
+        """Keep a copy of the study in the results folder, so later commands find it there."""
+        text = self.study.path.read_text()
+        path = Path(out) / STUDY_COPY
+        if not (path.is_file() and path.read_text() == text):
+            Path(out).mkdir(parents=True, exist_ok=True)
+            atomic.write_text(path, text)
 
     def render(self, net: Net, out, data_root=None, images=None) -> Path:
         """Write (or refresh) the folder of ``net`` under ``out``; logs and snapshots are never touched."""

@@ -20,6 +20,7 @@ from .errors import Error
 from .resources import config_path, data_file
 
 STUDY_ENV = "TF_STUDY"
+STUDY_COPY = "tf-study.yaml"     # the study a results folder was rendered from
 
 
 class StudyError(Error):

@@ -1,0 +1,135 @@
+"""Per-net metrics and the paper's series, from the logs under a results folder.
+
+The paper's statistic for a net is the mean of its 10 highest top-1 validation accuracies; a series
+point is the mean of that statistic over the nets at that point.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .logs import merge, parse_segment
+from .netdir import NetDir, segment_order
+from .study import Net, Study
+
+SERIES = ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus",
+          "natman_to_natural", "natman_to_manmade", "reduced", "random_frozen")
+CACHE_VERSION = 2
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def metrics(log, net: Net) -> dict:
+    acc = list(log.accuracy.values())
+    vloss = list(log.val_loss.values())
+    loss = log.loss[1].tolist()
+    return {
+        "iterations": log.iterations,
+        "tests": len(acc),
+        "classes": net.classes,
+        "top1_last": acc[-1] if acc else None,
+        "top1_best": max(acc) if acc else None,
+        "top1_top10_mean": _mean(sorted(acc, reverse=True)[:10]),
+        "val_loss_bottom10_mean": _mean(sorted(vloss)[:10]),
+        "train_loss_bottom10_mean": _mean(sorted(loss)[:10]),
+    }
+
+
+def series_points(net: Net, study: Study):
+    """(series, x) pairs a net contributes to."""
+    f = net.family
+    if f == "half":
+        return [("baseB", 0)]
+    if f in ("transfer", "transfer-ft"):
+        same = net.base[-1] == net.train.split("_")[0][-1]
+        name = ("selffer_BnB" if same else "transfer_AnB") + ("_plus" if f == "transfer-ft" else "")
+        return [(name, net.n)]
+    if f == "halfnatman":
+        return [("natman_to_natural" if net.name.endswith("A") else "natman_to_manmade", 0)]
+    if f == "transfernatman":
+        return [("natman_to_natural" if net.name.startswith("transfernatmanBA") else "natman_to_manmade", net.n)]
+    if f == "reduced":
+        return [("reduced", int(net.name.split("-")[1]))]
+    if f == "netbase":
+        return [("random_frozen", 0)]
+    if f == "nolearn":
+        return [("random_frozen", net.n)]
+    return []
+
+
+# --------------------------------------------------------------------------- cache and parsing
+
+def _cache_path(root: Path) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferfeat" / "logs"
+    return cache / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".pickle")
+
+
+def _key(p: Path):
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns
+
+
+def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) -> dict:
+    """Net name -> merged NetLog, for every net of the study with log files under ``root``."""
+    root = Path(root)
+    files = {net.name: NetDir(root, net.name).logs() for net in study.nets.values()}
+    files = {k: v for k, v in files.items() if v}
+    cache_file = _cache_path(root)
+    cache = {}
+    if use_cache and cache_file.is_file():
+        try:
+            with open(cache_file, "rb") as f:
+                data = pickle.load(f)
+            cache = data["segments"] if data.get("version") == CACHE_VERSION else {}
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError):
+            cache = {}
+    keys = {p: _key(p) for paths in files.values() for p in paths}
+    todo = [p for p, k in keys.items() if k not in cache]
+    if todo:
+        todo.sort(key=lambda p: -p.stat().st_size)       # big files first: better balance across workers
+        if len(todo) > 4 and (workers or os.cpu_count() or 1) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                parsed = list(pool.map(parse_segment, todo, chunksize=1))
+        else:
+            parsed = [parse_segment(p) for p in todo]
+        for p, seg in zip(todo, parsed):
+            cache[keys[p]] = seg
+        if use_cache:
+            from . import atomic
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            live = {k: cache[k] for k in keys.values()}
+            atomic.write_bytes(cache_file, pickle.dumps({"version": CACHE_VERSION, "segments": live},
+                                                         protocol=pickle.HIGHEST_PROTOCOL))
+    return {name: merge([cache[keys[p]] for p in sorted(paths, key=segment_order)]) for name, paths in files.items()}
+
+
+def summarize(study: Study, logs: dict) -> dict:
+    """The ``tf results --format json`` document: per-net metrics, series means and missing nets."""
+    nets, points = {}, {}
+    for net in study.nets.values():
+        log = logs.get(net.name)
+        if log is None or not log.accuracy:
+            continue
+        nets[net.name] = metrics(log, net)
+        for s, x in series_points(net, study):
+            points.setdefault(s, {}).setdefault(x, []).append(nets[net.name]["top1_top10_mean"])
+    series = {s: {str(x): _mean(v) for x, v in sorted(points[s].items())} for s in SERIES if s in points}
+    missing = [n.name for n in study.nets.values() if n.name not in nets]
+    return {"nets": nets, "series": series, "missing": missing}
+
+
+def compare(mine: dict, other: dict) -> list[tuple]:
+    """(series, x, mine, other, mine - other) for every point either has."""
+    rows = []
+    for s in SERIES:
+        a, b = mine["series"].get(s, {}), other["series"].get(s, {})
+        for x in sorted(set(a) | set(b), key=lambda v: float(v)):
+            va, vb = a.get(x), b.get(x)
+            rows.append((s, x, va, vb, va - vb if va is not None and vb is not None else None))
+    return rows

@@ -24,7 +24,8 @@ from .netdir import segment_order
 
 _LOSS = re.compile(rb"Iteration (\d+)(?: \([^)\n]*\))?, loss = ([^\s,]+)")
 _LR = re.compile(rb"Iteration (\d+), lr = ([^\s,]+)")
-_TEST = re.compile(rb"Iteration (\d+), Testing net[^\n]*\n((?:[^\n]*Test (?:score|net output) #[^\n]*\n)*)")
+# A test block runs from "Testing net" to the next "Iteration" line (1.0 logs interleave data-layer lines).
+_TEST = re.compile(rb"Iteration (\d+), Testing net[^\n]*\n((?:(?![^\n]*Iteration \d)[^\n]*\n)*)")
 _SCORE = re.compile(rb"Test (?:score|net output) #(\d+): (?:(\S+) = )?([^\s(]+)")
 _STAMP = re.compile(rb"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)", re.M)
 _DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)

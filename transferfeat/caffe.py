@@ -74,3 +74,29 @@ def run_tool(name: str, args: list, caffe=None, **kwargs) -> subprocess.Complete
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
         raise Error(f"{name} failed with exit code {proc.returncode}:\n{tail}")
     return proc
+
+
+def train_args(caffe, solver: str, gpu=None, snapshot=None, weights=None) -> list[str]:
+    """The ``caffe train`` command line. SIGINT makes Caffe snapshot and stop; SIGHUP snapshot and go on."""
+    args = [str(caffe), "train", "-solver", solver, "-sigint_effect", "stop", "-sighup_effect", "snapshot"]
+    if snapshot:
+        args += ["-snapshot", str(snapshot)]
+    elif weights:
+        args += ["-weights", str(weights)]
+    if gpu is not None:
+        args += ["-gpu", str(gpu)]
+    return args
+
+
+def gpus() -> list[dict]:
+    """GPUs that nvidia-smi reports (empty where there is none)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [r.split(", ") for r in out.stdout.strip().splitlines() if r.count(", ") == 2]
+    return [{"index": int(i), "name": n, "memory": m} for i, n, m in rows if i.isdigit()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import json
 from pathlib import Path
 
@@ -409,3 +410,147 @@ def curves(ctx, nets):
         raise Error("none of the selected nets has logs")
     for p in plot_curves(logs, opts["out"], opts["formats"]):
         click.echo(f"wrote {p}")
+
+
+caffe_option = click.option("--caffe", type=click.Path(dir_okay=False, path_type=Path), envvar="TF_CAFFE",
+                            help="The caffe binary (default: $TF_CAFFE, PATH, then scripts/install-caffe.sh's).")
+
+
+@main.command()
+@click.argument("net")
+@root_option
+@click.option("--gpu", type=int, help="GPU index (default: CPU).")
+@click.option("--cpu", is_flag=True, help="Train on the CPU (the default).")
+@caffe_option
+@click.pass_context
+@domain
+def train(ctx, net, root, gpu, cpu, caffe):
+    """Train one net with `caffe train`; resume it from its latest snapshot if it was interrupted."""
+    from .runner import train as train_net
+    if gpu is not None and cpu:
+        raise click.UsageError("--gpu and --cpu exclude each other")
+    study = study_of(ctx, root)
+    status = train_net(study, root, study.net(net), caffe, gpu, echo=click.echo)
+    if status == "interrupted":
+        ctx.exit(130)
+
+
+@main.command()
+@click.argument("globs", nargs=-1)
+@root_option
+@click.option("--gpus", help="GPU indices, comma-separated: one net per GPU.")
+@click.option("--cpu-workers", type=int, help="Train this many nets at once on the CPU.")
+@click.option("--retries", type=int, default=1, show_default=True, help="Retries of a crashed net (from its snapshot).")
+@click.option("--interval", type=float, default=10.0, show_default=True, help="Seconds between progress reports.")
+@caffe_option
+@click.pass_context
+@domain
+def run(ctx, globs, root, gpus, cpu_workers, retries, interval, caffe):
+    """Train the selected nets (all by default), each as soon as its own base net is done."""
+    from .runner import Pool
+    if bool(gpus) == bool(cpu_workers):
+        raise click.UsageError("give --gpus 0,1,… or --cpu-workers N")
+    try:
+        devices = [int(g) for g in gpus.split(",")] if gpus else [None] * cpu_workers
+    except ValueError:
+        raise click.BadParameter(f"{gpus!r} is not a list of GPU indices", param_hint="--gpus") from None
+    if not devices:
+        raise click.BadParameter("need at least one device", param_hint="--cpu-workers")
+    study = study_of(ctx, root)
+    nets = study.select(globs)
+    threads = max(1, (os.cpu_count() or 1) // len(devices)) if cpu_workers else None
+    pool = Pool(study, root, nets, devices, caffe, retries, threads, echo=click.echo, interval=interval)
+    s = pool.run()
+    click.echo(f"\n{len(s.done)} done, {len(s.skipped)} already done, {len(s.failed)} failed, "
+               f"{len(s.blocked)} blocked, {len(s.interrupted)} interrupted")
+    for name, f in s.failed.items():
+        click.echo(f"failed {name} (exit code {f['exit_code']}):\n    " + "\n    ".join(f["last_lines"]))
+    for name, base in s.blocked.items():
+        click.echo(f"blocked {name}: waits for {base}")
+    if s.interrupted:
+        ctx.exit(130)
+    if s.failed:
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("globs", nargs=-1)
+@root_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@domain
+def status(ctx, globs, root, fmt):
+    """Every net: pending, blocked on X, running, done or failed, with iteration and val accuracy."""
+    from .results import parse_root
+    from .runner import status as net_status
+    study = study_of(ctx, root)
+    nets = study.select(globs)
+    rows = net_status(study, root, nets, parse_root(study, root) if root.is_dir() else {})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(table([[r["name"], r["status"], f"{r['iteration']}/{r['max_iter']}", _fmt(r["top1_latest"]),
+                       _fmt(r["top1_best"])] for r in rows], ["net", "status", "iteration", "val top-1", "best"]))
+    counts = {}
+    for r in rows:
+        key = r["status"].split(" ")[0]
+        counts[key] = counts.get(key, 0) + 1
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@caffe_option
+@domain
+def doctor(fmt, caffe):
+    """What tf will use (Caffe tools, GPUs, SLURM) and how to fix what is missing."""
+    import shutil
+    from . import caffe as cf
+    tools, missing = {}, []
+    for t in cf.TOOLS:
+        try:
+            tools[t] = str(cf.find_tool(t, caffe))
+        except cf.CaffeNotFound as e:
+            tools[t] = None
+            missing.append({"what": t, "why": str(e), "fix": cf.INSTALL_HINT})
+    version = cf.version(Path(tools["caffe"])) if tools["caffe"] else None
+    sbatch = shutil.which("sbatch")
+    slurm = {"sbatch": sbatch, "squeue": shutil.which("squeue"), "scancel": shutil.which("scancel")}
+    if not sbatch:
+        missing.append({"what": "slurm", "why": "sbatch not found (only `tf submit` needs it)",
+                        "fix": "apt-get install slurm-client, or run on your cluster's login node"})
+    info = {"tools": tools, "caffe_version": version, "gpus": cf.gpus(), "slurm": slurm, "missing": missing}
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=1))
+        return
+    for t, p in tools.items():
+        click.echo(f"{t:<20} {p or 'MISSING'}")
+    click.echo(f"{'caffe version':<20} {version or '-'}")
+    click.echo(f"{'gpus':<20} {', '.join(g['name'] for g in info['gpus']) or 'none (CPU training)'}")
+    click.echo(f"{'slurm':<20} {sbatch or 'not found'}")
+    for m in missing:
+        click.echo(f"\nmissing {m['what']}: {m['why']}\n  fix: {m['fix']}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="demo", show_default=True)
+@click.option("--nets", "patterns", multiple=True, help="Net globs ('*' for all 170). Default: one split pair.")
+@click.option("--workers", type=int, help="Nets trained at once (default: all cores).")
+@click.pass_context
+@domain
+def demo(ctx, out, patterns, workers):
+    """The miniature study end to end with real Caffe on the CPU: data, nets, results, figures."""
+    import time
+    from .demo import demo as run_demo
+    obj = ctx.find_root().obj
+    study = Study.load(obj["study_path"] or "mini")
+    t0 = time.time()
+    summary = run_demo(out, patterns, study, workers, echo=click.echo)
+    click.echo()
+    rows = [[s, " ".join(f"{x}:{v:.3f}" for x, v in pts.items())] for s, pts in summary["series"].items()]
+    click.echo(table(rows, ["series", "x:mean top-1 (mean of 10 best tests)"]))
+    base = [m["top1_top10_mean"] for n, m in summary["nets"].items() if study.net(n).family == "half"]
+    chance = 1 / min(m["classes"] for m in summary["nets"].values())
+    if base:
+        click.echo(f"\nbase nets: top-1 {min(base):.3f}..{max(base):.3f} ({min(base) / chance:.1f}x chance {chance:.3f})")
+    click.echo(f"demo finished in {time.time() - t0:.0f}s: results in {out / 'results'}, figures in {out / 'figures'}")

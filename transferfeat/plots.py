@@ -125,7 +125,7 @@ def fig2_bottom(study, summary, annotate, other=None, other_label="other"):
         for s, num, what in notes:
             if s in lines:
                 x, y = lines[s]
-                i = int(np.argmin(y)) if num in "12" else len(x) - 1
+                i = 1 + int(np.argmin(y[1:])) if num in "12" and len(y) > 1 else len(x) - 1
                 ax.annotate(num, (x[i], y[i]), xytext=(6, -14 if num in "12" else 8), textcoords="offset points",
                             fontsize=12, fontweight="bold", color=STYLE[s][3])
                 text.append(f"{num}: {what}")

@@ -16,6 +16,10 @@ from . import atomic
 from .errors import Error
 
 ORIENTATIONS = 6
+DISTRACTORS = 2     # random strokes from the same vocabulary in every image
+DROP = 0.25         # chance that a class stroke is missing from an image
+JITTER = 0.12       # position jitter, as a fraction of the image
+NOISE = 30.0        # pixel noise (std)
 PALETTE = np.array([[230, 60, 50], [50, 170, 60], [60, 90, 230], [230, 200, 40], [200, 60, 200], [40, 200, 210]],
                    np.float32)
 
@@ -51,18 +55,19 @@ def draw(strokes: list[Stroke], size: tuple[int, int], rng: np.random.RandomStat
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.empty((h, w, 3), np.float32)
     img[:] = 110 + rng.uniform(-25, 25, 3)
-    distractor = Stroke(rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0, np.pi),
-                        rng.choice([3.0, 6.0]), rng.randint(len(PALETTE)))
-    for i, s in enumerate(strokes + [distractor]):
-        cx = (s.cx + rng.uniform(-0.08, 0.08)) * w
-        cy = (s.cy + rng.uniform(-0.08, 0.08)) * h
-        theta = s.theta + rng.uniform(-0.15, 0.15)
+    distractors = [Stroke(rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), np.pi * rng.randint(ORIENTATIONS) /
+                          ORIENTATIONS, rng.choice([3.0, 6.0]), rng.randint(len(PALETTE))) for _ in range(DISTRACTORS)]
+    shown = [s for s in strokes if rng.uniform() > DROP] or strokes[:1]
+    for i, s in enumerate(shown + distractors):
+        cx = (s.cx + rng.uniform(-JITTER, JITTER)) * w
+        cy = (s.cy + rng.uniform(-JITTER, JITTER)) * h
+        theta = s.theta + rng.uniform(-0.2, 0.2)
         u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
         env = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (0.14 * w) ** 2))
         wave = np.cos(2 * np.pi * s.freq * u / w)
-        amp = rng.uniform(0.6, 1.0) * (0.5 if i == len(strokes) else 1.0)
+        amp = rng.uniform(0.4, 1.0)
         img += (amp * env * wave)[:, :, None] * (PALETTE[s.color] - 110)[None, None, :]
-    img += rng.normal(0, 12, img.shape)
+    img += rng.normal(0, NOISE, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -55,3 +55,27 @@ def caffe_bin():
         if os.environ.get("CI"):
             pytest.fail(f"CI must have Caffe: {e}")
         pytest.skip(str(e))
+
+
+def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10):
+    """The mini study with a short schedule, written to ``tmp_path/tiny.yaml``."""
+    import re
+    text = Study.load("mini").path.read_text()
+    for key, value in (("max_iter", max_iter), ("snapshot", snapshot), ("test_interval", test_interval),
+                       ("stepsize", max(1, max_iter // 2)), ("test_iter", 2), ("display", 5)):
+        text = re.sub(rf"(\n    {key}:) \d+", rf"\1 {value}", text)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fake_caffe(tmp_path):
+    """An executable `caffe` that runs tests/fake_caffe.py (the subprocess boundary)."""
+    import sys
+    script = Path(__file__).parent / "fake_caffe.py"
+    exe = tmp_path / "bin" / "caffe"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    exe.chmod(0o755)
+    return exe

@@ -40,7 +40,7 @@ def test_study_option_and_env(tmp_path):
 def test_render_cli(tmp_path):
     r = run("render", "transfer0A0B_1_*", "--out", str(tmp_path / "results"), "--dialect", "v0")
     assert r.exit_code == 0, r.output
-    assert sorted(os.listdir(tmp_path / "results")) == [f"transfer0A0B_1_{n}" for n in range(1, 8)]
+    assert sorted(os.listdir(tmp_path / "results")) == ["tf-study.yaml"] + [f"transfer0A0B_1_{n}" for n in range(1, 8)]
     assert "rendered 7 nets (v0)" in r.output
 
 

@@ -554,3 +554,7 @@ def demo(ctx, out, patterns, workers):
     if base:
         click.echo(f"\nbase nets: top-1 {min(base):.3f}..{max(base):.3f} ({min(base) / chance:.1f}x chance {chance:.3f})")
     click.echo(f"demo finished in {time.time() - t0:.0f}s: results in {out / 'results'}, figures in {out / 'figures'}")
+
+
+if __name__ == "__main__":
+    main()

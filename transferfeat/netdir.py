@@ -42,12 +42,10 @@ class NetDir:
     def new_log(self) -> Path:
         """A fresh log file name for a new training attempt."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = self.path / f"{LOG_PREFIX}{stamp}.log"
-        i = 1
-        while path.exists():
-            path = self.path / f"{LOG_PREFIX}{stamp}-{i}.log"
+        i = 0
+        while (self.path / f"{LOG_PREFIX}{stamp}-{i:02d}.log").exists():
             i += 1
-        return path
+        return self.path / f"{LOG_PREFIX}{stamp}-{i:02d}.log"      # names sort in the order of attempts
 
     def snapshots(self) -> dict[int, Path]:
         """Weight snapshots by iteration: 2014 names (``…_iter_N``) and Caffe 1.0 names (``….caffemodel``)."""

@@ -116,8 +116,11 @@ class Attempt:
                     device=self.device, resumed_from=self.resumed_from)
         try:
             with open(self.log, "wb") as out:
+                # Caffe holds the folder's lock too (so an orphan still counts as running), and gets
+                # SIGINT (snapshot and stop) if tf dies.
                 self.proc = subprocess.Popen(self.args, cwd=self.dir.path, stdout=out, stderr=subprocess.STDOUT,
-                                             env=env, start_new_session=True)
+                                             env=env, start_new_session=True, pass_fds=(self.lock.fd,),
+                                             preexec_fn=_die_with_parent)
         except OSError as e:
             self.lock.release()
             write_state(self.dir, status="failed", exit_code=None, last_lines=[f"cannot start caffe: {e}"])
@@ -154,6 +157,19 @@ class Attempt:
         rate = (it - start) / seg.seconds if seg.seconds and it > start else None
         eta = (self.max_iter - it) / rate if rate else None
         return {"iteration": it, "max_iter": self.max_iter, "accuracy": acc[-1] if acc else None, "eta": eta}
+
+
+try:                                   # looked up once here: the child may not allocate after fork
+    import ctypes
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGINT when the parent process dies (Linux prctl PR_SET_PDEATHSIG)."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGINT))
 
 
 def _acc_index(seg) -> int:
@@ -193,6 +209,10 @@ def job_env(threads: Optional[int]) -> dict:
 
 def train(study: Study, root, net: Net, caffe=None, gpu=None, echo=print) -> str:
     """Train one net to completion (``tf train``). SIGINT/SIGTERM make Caffe snapshot and stop."""
+    final = NetDir(root, net.name).final_snapshot(study.max_iter(net))
+    if final:
+        echo(f"{net.name}: already done ({final.name})")
+        return "done"
     att = prepare(study, root, net, caffe, gpu)
     how = f"resuming from iteration {att.resumed_from}" if att.resumed_from else (
         f"from {net.base}'s weights" if net.base else "from scratch")

@@ -1,0 +1,88 @@
+"""A stand-in for `caffe train` at the subprocess boundary: reads the real solver, writes Caffe 1.0
+log lines and snapshot files, resumes from -snapshot, snapshots and stops on SIGINT.
+
+Knobs (environment): FAKE_CAFFE_DELAY seconds per iteration (a file fake-caffe-delay in the net
+folder overrides it, as fake-caffe-crash-at does FAKE_CAFFE_CRASH_AT); FAKE_CAFFE_CRASH_AT=N exits 134
+when reaching iteration N, once per file named by FAKE_CAFFE_CRASH_ONCE (or always without it).
+Every call is appended to fake-caffe-calls.jsonl in the net folder, with start and end times.
+"""
+import json
+import os
+import re
+import signal
+import sys
+import time
+
+
+def solver_values(path):
+    text = open(path).read()
+    return {k: v.strip('"') for k, v in re.findall(r"^(\w+): (\S+)", text, re.M)}
+
+
+def main(argv):
+    args = dict(zip(argv[1::2], argv[2::2])) if argv[0] == "train" else {}
+    s = solver_values(args["-solver"])
+    max_iter, every = int(s["max_iter"]), int(s.get("snapshot", 0))
+    test_every, display = int(s.get("test_interval", 0)), int(s.get("display", 1))
+    prefix = s["snapshot_prefix"]
+    start = 0
+    if "-snapshot" in args:
+        start = int(re.search(r"_iter_(\d+)\.solverstate$", args["-snapshot"]).group(1))
+        open(args["-snapshot"]).read()
+    if "-weights" in args:
+        open(args["-weights"], "rb").read()         # the base net's weights must exist
+    record = {"argv": argv, "start": time.time(), "pid": os.getpid()}
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    delay = float(open("fake-caffe-delay").read() if os.path.exists("fake-caffe-delay")
+                  else os.environ.get("FAKE_CAFFE_DELAY", "0"))
+    crash_at = int(open("fake-caffe-crash-at").read() if os.path.exists("fake-caffe-crash-at")
+                   else os.environ.get("FAKE_CAFFE_CRASH_AT", "-1"))
+    once = os.environ.get("FAKE_CAFFE_CRASH_ONCE")
+
+    def snapshot(it):
+        with open(f"{prefix}_iter_{it}.caffemodel", "w") as f:
+            f.write(f"weights {it}\n")
+        with open(f"{prefix}_iter_{it}.solverstate", "w") as f:
+            f.write(f"state {it}\n")
+        print(f"I0101 00:00:00.000000 1 solver.cpp:464] Snapshotting to binary proto file {prefix}_iter_{it}.caffemodel",
+              file=sys.stderr, flush=True)
+
+    it = start
+    exit_code = 0
+    while True:
+        if it == crash_at and not (once and os.path.exists(once)):
+            if once:
+                open(once, "w").close()
+            print("F0101 00:00:00.000000 1 syncedmem.cpp:56] Check failed: error == cudaSuccess", file=sys.stderr)
+            exit_code = 134
+            break
+        if it % display == 0:
+            print(f"I0101 00:00:00.000000 1 solver.cpp:239] Iteration {it} (10 iter/s, 2s/20 iters), "
+                  f"loss = {3.0 / (1 + it):.5f}", file=sys.stderr, flush=True)
+            print(f"I0101 00:00:00.000000 1 sgd_solver.cpp:112] Iteration {it}, lr = 0.01", file=sys.stderr, flush=True)
+        if test_every and it % test_every == 0 and it > start:
+            print(f"I0101 00:00:00.000000 1 solver.cpp:347] Iteration {it}, Testing net (#0)\n"
+                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #0: accuracy = {it / (max_iter + 1):.4f}\n"
+                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #1: loss = {1.0 / (1 + it):.4f}",
+                  file=sys.stderr, flush=True)
+        if it >= max_iter:
+            snapshot(it)
+            print("I0101 00:00:00.000000 1 solver.cpp:332] Optimization Done.", file=sys.stderr)
+            break
+        if stop:
+            snapshot(it)
+            print("I0101 00:00:00.000000 1 solver.cpp:333] Optimization stopped early.", file=sys.stderr)
+            break
+        it += 1
+        if every and it % every == 0 and it < max_iter:
+            snapshot(it)
+        time.sleep(delay)
+    record.update(end=time.time(), exit=exit_code, last_iter=it)
+    with open("fake-caffe-calls.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

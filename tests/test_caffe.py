@@ -1,0 +1,148 @@
+"""Real Caffe (BVLC 1.0, installed by scripts/install-caffe.sh): every test here runs the binary."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_study_file
+from transferfeat.caffeproto import net_weights
+from transferfeat.cli import main
+from transferfeat.datasets import build_db, compute_mean, write_mean
+from transferfeat.demo import prepare_data
+from transferfeat.logs import parse_files
+from transferfeat.netdir import NetDir
+from transferfeat.render import Renderer
+from transferfeat.study import Study
+from transferfeat.synth import synthesize
+
+pytestmark = pytest.mark.caffe
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The mini study on a short schedule, with its data for the 0A/0B pair, rendered (caffe1)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    study = Study.load(tiny_study_file(tmp, max_iter=60, snapshot=20, test_interval=20))
+    nets = study.select(["half0A", "half0B", "transfer0A0B_1_3", "transfer-ft0A0B_1_3", "nolearn_1_2"])
+    data = prepare_data(study, tmp, [n for n in nets if n.family != "nolearn"], echo=lambda *_: None)
+    root = tmp / "results"
+    r = Renderer(study)
+    for net in nets:
+        r.render(net, root, data_root=data)
+    r.keep_study(root)
+    return study, root
+
+
+def tf(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _caffe_time(caffe_bin, folder):
+    """`caffe time` builds the net, reads a batch through its data layer and runs it forward and back."""
+    out = subprocess.run([str(caffe_bin), "time", "-model", "imagenet_val.prototxt", "-iterations", "1"],
+                         cwd=folder, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr
+
+
+def test_paper_nets_in_both_dialects_are_accepted(tmp_path, caffe_bin):
+    """The paper's own CaffeNet, rendered in caffe1 (LMDB) and v0 (LevelDB, padding layers), runs in Caffe."""
+    study = Study.load()
+    img = tmp_path / "img"
+    synthesize(img, classes=4, train_per_class=1, valid_per_class=13, size=(256, 256), seed=3)
+    data = tmp_path / "data"
+    valid = data / "whole_valid"
+    valid.mkdir(parents=True)
+    (valid / "files.txt").write_text((img / "whole_valid" / "files.txt").read_text())
+    build_db(valid / "files.txt", img / "val", valid / "lmdb", classes=1000, shuffle=False, progress=False)
+    subprocess.run([str(caffe_bin.parent / "convert_imageset"), "--backend", "leveldb", str(img / "val") + "/",
+                    str(valid / "files.txt"), str(valid / "leveldb")], check=True, capture_output=True)
+    for d in ("whole_train", "half0A_train", "half0B_valid"):
+        (data / d).mkdir(exist_ok=True)
+        write_mean(compute_mean(valid / "lmdb", progress=False), data / d / "mean.binaryproto")
+    (data / "half0B_valid" / "lmdb").symlink_to(valid / "lmdb")
+    (data / "half0B_valid" / "leveldb").symlink_to(valid / "leveldb")
+    for dialect, names in (("caffe1", ["netbase", "transfer0A0B_1_3"]), ("v0", ["netbase", "transfer0A0B_1_3"])):
+        r = Renderer(study, dialect)
+        for name in names:
+            folder = r.render(study.net(name), tmp_path / dialect, data_root=data)
+            log = _caffe_time(caffe_bin, folder)
+            assert "Average Forward pass" in log and "Opened" in log, log[-2000:]
+            assert ("conv4-new" in log) == (name != "netbase")
+            if dialect == "v0":
+                assert "upgrad" in log.lower()           # Caffe 1.0 upgraded the 2014 file on load
+
+
+def test_data_layer_trains_from_tf_db_and_tf_mean(tiny):
+    study, root = tiny
+    r = tf("train", "half0A", "--root", root)
+    assert r.exit_code == 0, r.output
+    d = NetDir(root, "half0A")
+    assert d.final_snapshot(60) and sorted(d.solverstates()) == [20, 40, 60]
+    log = parse_files(d.logs())
+    assert log.iterations == 60 and sorted(log.accuracy) == [20, 40, 60]
+    assert log.test_names == {0: "accuracy", 1: "loss"}
+    assert all(0 <= v <= 1 for v in log.accuracy.values()) and len(log.loss[0]) >= 12
+    info = tf("inspect", d.final_snapshot(60), "--format", "json").output
+    assert '"conv1"' in info and '"fc8"' in info
+
+
+def test_transfer_frozen_layers_stay_and_fine_tuned_layers_move(tiny):
+    study, root = tiny
+    if not NetDir(root, "half0A").final_snapshot(60):
+        assert tf("train", "half0A", "--root", root).exit_code == 0
+    for name in ("transfer0A0B_1_3", "transfer-ft0A0B_1_3"):
+        r = tf("train", name, "--root", root)
+        assert r.exit_code == 0, r.output
+    base = net_weights(NetDir(root, "half0A").final_snapshot(60))
+    frozen = net_weights(NetDir(root, "transfer0A0B_1_3").final_snapshot(60))
+    tuned = net_weights(NetDir(root, "transfer-ft0A0B_1_3").final_snapshot(60))
+    for layer in ("conv1", "conv2", "conv3"):
+        for a, b in zip(base[layer], frozen[layer]):
+            assert a.shape == b.shape and np.array_equal(a, b), layer           # bit-identical
+        assert not all(np.array_equal(a, b) for a, b in zip(base[layer], tuned[layer])), layer   # moved
+    for layer in ("conv4", "conv5", "fc6", "fc7", "fc8"):
+        assert layer not in frozen and f"{layer}-new" in frozen
+        assert not np.array_equal(base[layer][0], frozen[f"{layer}-new"][0])
+
+
+def test_killing_tf_run_and_restarting_resumes(tiny):
+    study, root = tiny
+    d = NetDir(root, "half0B")
+    solver = d.solver.read_text()
+    d.solver.write_text(solver.replace("snapshot: 20", "snapshot: 10"))
+    env = dict(os.environ, TF_STUDY=str(root / "tf-study.yaml"))
+    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half0B", "--root", str(root), "--cpu-workers", "1",
+           "--interval", "0.5"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not d.solverstates() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    stopped = max(d.solverstates())
+    if d.final_snapshot(60):
+        pytest.skip("caffe finished before it could be interrupted")     # too fast to interrupt: nothing to test
+    assert proc.returncode == 130, out
+    assert 10 <= stopped < 60
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert d.final_snapshot(60)
+    logs = d.logs()
+    assert len(logs) == 2
+    second = parse_files(logs[1:])
+    assert "Resuming from" in logs[1].read_text()
+    assert stopped < second.segments[0].first_iter <= stopped + 5          # the next display iteration
+    merged = parse_files(logs)
+    assert merged.iterations == 60 and 60 in merged.accuracy
+
+
+def test_nolearn_random_layers_stay_random(tiny):
+    study, root = tiny
+    prepare = tf("--study", root / "tf-study.yaml", "list", "nolearn_1_2", "--format", "json")
+    assert '"frozen": [\n   "conv1",\n   "conv2"' in prepare.output

@@ -1,0 +1,211 @@
+"""tf train / run / status against a fake caffe at the subprocess boundary (real Caffe: test_caffe.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_study_file
+from transferfeat.cli import main
+from transferfeat.netdir import NetDir
+from transferfeat.render import Renderer
+from transferfeat.runner import Pool, status
+from transferfeat.study import Study
+
+
+@pytest.fixture
+def setup(tmp_path, fake_caffe, monkeypatch):
+    monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
+    study = Study.load(tiny_study_file(tmp_path))
+    root = tmp_path / "results"
+    r = Renderer(study)
+    for net in study.nets.values():
+        r.render(net, root)
+    r.keep_study(root)
+    return study, root
+
+
+def calls(root, name):
+    path = root / name / "fake-caffe-calls.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def tf(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def test_train_base_then_transfer_with_weights(setup):
+    study, root = setup
+    r = tf("train", "transfer0A0B_1_3", "--root", root)
+    assert r.exit_code == 1 and "needs its base net half0A to finish first" in r.output
+    r = tf("train", "half0A", "--root", root)
+    assert r.exit_code == 0, r.output
+    assert "done (caffe_imagenet_train_iter_30.caffemodel)" in r.output
+    assert NetDir(root, "half0A").final_snapshot(30)
+    assert json.loads((root / "half0A" / "tf-state.json").read_text())["status"] == "done"
+    r = tf("train", "transfer0A0B_1_3", "--root", root)
+    assert r.exit_code == 0, r.output
+    argv = calls(root, "transfer0A0B_1_3")[0]["argv"]
+    assert argv[argv.index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30.caffemodel"
+    assert "-gpu" not in argv and argv[argv.index("-sigint_effect") + 1] == "stop"
+    assert "already done" in tf("train", "half0A", "--root", root).output
+
+
+def test_2014_snapshot_names_are_base_weights(setup):
+    study, root = setup
+    (root / "half1B" / "caffe_imagenet_train_iter_30").write_text("2014 weights")
+    r = tf("train", "transfer1B1A_1_5", "--root", root, "--gpu", "2")
+    assert r.exit_code == 0, r.output
+    argv = calls(root, "transfer1B1A_1_5")[0]["argv"]
+    assert argv[argv.index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30"
+    assert argv[argv.index("-gpu") + 1] == "2"
+
+
+def test_crash_then_resume_from_latest_solverstate(setup, monkeypatch):
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "25")
+    r = CliRunner().invoke(main, ["train", "half0B", "--root", str(root)])
+    assert r.exit_code == 1
+    assert "caffe failed with exit code 134" in r.output and "Check failed" in r.output
+    state = json.loads((root / "half0B" / "tf-state.json").read_text())
+    assert state["status"] == "failed" and state["exit_code"] == 134
+    assert sorted(NetDir(root, "half0B").solverstates()) == [10, 20]
+    monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
+    r = tf("train", "half0B", "--root", root)
+    assert r.exit_code == 0 and "resuming from iteration 20" in r.output
+    argv = calls(root, "half0B")[-1]["argv"]
+    assert argv[argv.index("-snapshot") + 1] == "caffe_imagenet_train_iter_20.solverstate"
+    logs = NetDir(root, "half0B").logs()
+    assert len(logs) == 2 and all(p.name.startswith("tf-train-") for p in logs)
+    from transferfeat.logs import parse_files
+    log = parse_files(logs)
+    assert log.iterations == 30 and sorted(log.accuracy) == [10, 20, 30]
+
+
+def test_caffe_not_found_and_unknown_net(setup, tmp_path):
+    study, root = setup
+    r = CliRunner().invoke(main, ["train", "half0A", "--root", str(root), "--caffe", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "caffe not found at" in r.output and "--caffe" in r.output
+    r = CliRunner().invoke(main, ["train", "hlaf0A", "--root", str(root)])
+    assert r.exit_code == 1 and "did you mean half0A" in r.output
+    r = CliRunner().invoke(main, ["train", "half0A", "--root", str(tmp_path / "unrendered")])
+    assert r.exit_code == 1 and "not rendered" in r.output and "tf render half0A" in r.output
+
+
+def test_pool_follows_per_net_dependencies(setup, monkeypatch):
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_DELAY", "0.01")
+    nets = study.select(["half0A", "half0B", "transfer0A0B_1_1", "transfer0B0A_1_1", "transfer0A0A_1_1"])
+    s = Pool(study, root, nets, [None, None], echo=lambda *_: None, interval=0.5).run()
+    assert sorted(s.done) == sorted(n.name for n in nets) and not s.failed
+    end = {n: calls(root, n)[0]["end"] for n in ("half0A", "half0B")}
+    for t in ("transfer0A0B_1_1", "transfer0A0A_1_1"):
+        assert calls(root, t)[0]["start"] >= end["half0A"]
+    assert calls(root, "transfer0B0A_1_1")[0]["start"] >= end["half0B"]
+    run_state = json.loads((root / "tf-run.json").read_text())
+    assert sorted(run_state["done"]) == sorted(s.done) and run_state["running"] == {}
+    again = Pool(study, root, nets, [None], echo=lambda *_: None).run()
+    assert sorted(again.skipped) == sorted(s.done) and again.done == []
+
+
+def test_pool_starts_a_dependant_before_other_bases_finish(setup, monkeypatch):
+    """Per-net dependencies, not block barriers: half0A's transfer net runs while half0B still trains."""
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_DELAY", "0.002")
+    (root / "half0B" / "fake-caffe-delay").write_text("0.1")
+    nets = study.select(["half0A", "half0B", "transfer0A0B_1_2"])
+    result = Pool(study, root, nets, [None, None], echo=lambda *_: None, interval=0.5).run()
+    assert sorted(result.done) == ["half0A", "half0B", "transfer0A0B_1_2"]
+    a, b, t = (calls(root, n)[0] for n in ("half0A", "half0B", "transfer0A0B_1_2"))
+    assert a["end"] <= t["start"] < b["end"]
+
+
+def test_retry_then_fail_and_block_dependants(setup, monkeypatch, tmp_path):
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "15")
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_ONCE", str(tmp_path / "crashed-once"))
+    nets = study.select(["half1A"])
+    s = Pool(study, root, nets, [None], retries=1, echo=lambda *_: None, interval=0.5).run()
+    assert s.done == ["half1A"] and s.attempts["half1A"] == 2
+    argv = calls(root, "half1A")[1]["argv"]
+    assert argv[argv.index("-snapshot") + 1] == "caffe_imagenet_train_iter_10.solverstate"
+    monkeypatch.delenv("FAKE_CAFFE_CRASH_ONCE")
+    monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
+    (root / "half2A" / "fake-caffe-crash-at").write_text("15")   # half2A crashes every time
+    nets = study.select(["half2A", "transfer2A2B_1_*", "half2B"])
+    lines = []
+    s = Pool(study, root, nets, [None, None], retries=2, echo=lines.append, interval=0.5).run()
+    assert s.failed["half2A"]["exit_code"] == 134 and "Check failed" in "\n".join(s.failed["half2A"]["last_lines"])
+    assert s.attempts["half2A"] == 3
+    assert sorted(s.blocked) == [f"transfer2A2B_1_{n}" for n in range(1, 8)]
+    assert "half2B" in s.done                                   # the rest go on
+    assert any("block  transfer2A2B_1_1: its base net half2A is failed" in l for l in lines)
+    rows = {r["name"]: r["status"] for r in status(study, root, study.select(["half2*", "transfer2A2B_1_1"]), {})}
+    assert rows["half2A"] == "failed" and rows["half2B"] == "done"
+    assert rows["transfer2A2B_1_1"] == "blocked on half2A"
+
+
+def test_run_cli_and_status(setup, monkeypatch):
+    study, root = setup
+    r = tf("run", "half3A", "transfer3A3B_1_7", "--root", root, "--cpu-workers", "2", "--interval", "0.2")
+    assert r.exit_code == 0, r.output
+    assert "2 done, 0 already done, 0 failed" in r.output
+    r = tf("run", "transfer3B3A_1_1", "--root", root, "--cpu-workers", "1")
+    assert r.exit_code == 0 and "blocked transfer3B3A_1_1: waits for half3B" in r.output
+    r = tf("status", "half3*", "transfer3A3B_1_7", "transfer3B3A_1_1", "--root", root, "--format", "json")
+    rows = {x["name"]: x for x in json.loads(r.output)}
+    assert rows["half3A"]["status"] == "done" and rows["half3A"]["iteration"] == 30
+    assert rows["half3A"]["top1_latest"] == pytest.approx(30 / 31, abs=1e-4)
+    assert rows["half3B"]["status"] == "pending" and rows["transfer3B3A_1_1"]["status"] == "blocked on half3B"
+    text = tf("status", "half3*", "--root", root).output
+    assert "1 done, 1 pending" in text
+    assert tf("run", "--root", root).exit_code == 2
+
+
+def test_ctrl_c_snapshots_and_restart_resumes(setup, fake_caffe):
+    study, root = setup
+    env = dict(os.environ, TF_CAFFE=str(fake_caffe), FAKE_CAFFE_DELAY="0.1")
+    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half1B", "--root", str(root), "--cpu-workers", "1",
+           "--interval", "0.2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while not NetDir(root, "half1B").solverstates() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "1 interrupted" in out
+    states = NetDir(root, "half1B").solverstates()
+    stopped_at = max(states)
+    assert 10 <= stopped_at < 30
+    assert json.loads((root / "half1B" / "tf-state.json").read_text())["status"] == "interrupted"
+    env["FAKE_CAFFE_DELAY"] = "0"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = calls(root, "half1B")[-1]["argv"]
+    assert last[last.index("-snapshot") + 1] == f"caffe_imagenet_train_iter_{stopped_at}.solverstate"
+    from transferfeat.logs import parse_files
+    assert parse_files(NetDir(root, "half1B").logs()).iterations == 30
+
+
+def test_killed_tf_stops_its_caffe(setup, fake_caffe):
+    """SIGKILL of tf itself: Caffe still snapshots and stops (parent-death signal), so nothing is lost."""
+    study, root = setup
+    env = dict(os.environ, TF_CAFFE=str(fake_caffe), FAKE_CAFFE_DELAY="0.1")
+    cmd = [sys.executable, "-m", "transferfeat.cli", "train", "half2B", "--root", str(root)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not NetDir(root, "half2B").solverstates() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while not calls(root, "half2B") and time.time() < deadline:
+        time.sleep(0.1)
+    call = calls(root, "half2B")[0]
+    assert call["exit"] == 0 and call["last_iter"] < 30
+    assert call["last_iter"] in NetDir(root, "half2B").solverstates()

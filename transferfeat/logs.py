@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,28 +23,43 @@ import numpy as np
 
 from .netdir import segment_order
 
-_LOSS = re.compile(rb"Iteration (\d+)(?: \([^)\n]*\))?, loss = ([^\s,]+)")
-_LR = re.compile(rb"Iteration (\d+), lr = ([^\s,]+)")
+_LOSS = re.compile(rb"Iteration (\d+(?: \([^)\n]*\))?, loss = [^\s,]+)")
+_LR = re.compile(rb"Iteration (\d+, lr = [^\s,]+)")
+_PARENS = re.compile(rb" \([^)\n]*\)")                 # 1.0: "N (x iter/s, y s/20 iters), loss = v"
 # A test block runs from "Testing net" to the next "Iteration" line (1.0 logs interleave data-layer lines).
 _TEST = re.compile(rb"Iteration (\d+), Testing net[^\n]*\n((?:(?![^\n]*Iteration \d)[^\n]*\n)*)")
 _SCORE = re.compile(rb"Test (?:score|net output) #(\d+): (?:(\S+) = )?([^\s(]+)")
 _STAMP = re.compile(rb"^[IWEF](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)", re.M)
 _DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
-_EMPTY = (np.zeros(0, np.int64), np.zeros(0))
+_EMPTY = (np.zeros(0, np.int32), np.zeros(0))
 
 
 def _pairs(pattern, data: bytes):
-    """(iterations, values) arrays of every match; unparsable values are dropped."""
+    """(iterations, values) arrays of every ``Iteration N…, KEY = value`` match.
+
+    The matches are joined into one text that numpy reads in C ("N value N value …"): no Python
+    object per number. A value numpy cannot read sends the file through the slow path, which
+    drops unparsable values.
+    """
     found = pattern.findall(data)
     if not found:
         return _EMPTY
-    its, vals = zip(*found)
-    its = np.array(its).astype(np.int64)
-    try:
-        return its, np.array(vals).astype(np.float64)
-    except ValueError:
-        keep = [i for i, v in enumerate(vals) if _is_float(v)]
-        return its[keep], np.array([float(vals[i]) for i in keep])
+    text = b" ".join(found).replace(b", loss = ", b" ").replace(b", lr = ", b" ")
+    if b"(" in text:
+        text = _PARENS.sub(b"", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flat = np.fromstring(text, sep=" ")
+    if flat.size == 2 * len(found):
+        pairs = flat.reshape(-1, 2)
+        return pairs[:, 0].astype(np.int32), pairs[:, 1]
+    its, vals = [], []
+    for item in found:
+        parts = _PARENS.sub(b"", item).replace(b", loss = ", b" ").replace(b", lr = ", b" ").split()
+        if len(parts) == 2 and _is_float(parts[1]):
+            its.append(int(parts[0]))
+            vals.append(float(parts[1]))
+    return np.array(its, np.int32), np.array(vals, np.float64)
 
 
 def _is_float(v) -> bool:
@@ -139,16 +155,28 @@ def elapsed(clocks) -> int:
     return total
 
 
-def parse_segment(path) -> Segment:
+def _test_blocks(data: bytes):
+    """Each "Iteration N, Testing net" line with the lines after it (found by a fast literal search)."""
+    pos = data.find(b", Testing net")
+    while pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        m = _TEST.match(data, data.rfind(b"Iteration ", start, pos))
+        if m:
+            yield start, m
+        pos = data.find(b", Testing net", pos + 1)
+
+
+def parse_segment(path, lr: bool = True) -> Segment:
+    """One log file. ``lr=False`` skips the learning rates (the results need only losses and tests)."""
     data = read_text(path)
-    seg = Segment(str(path), lr=_pairs(_LR, data), loss=_pairs(_LOSS, data))
+    seg = Segment(str(path), lr=_pairs(_LR, data) if lr else _EMPTY, loss=_pairs(_LOSS, data))
     clocks = []
     first = _STAMP.search(data)
     if first:
         clocks.append(_clock(first))
-    for m in _TEST.finditer(data):
+    for start, m in _test_blocks(data):
         it = int(m.group(1))
-        stamp = _STAMP.match(data, data.rfind(b"\n", 0, m.start()) + 1)
+        stamp = _STAMP.match(data, start)
         if stamp:
             clocks.append(_clock(stamp))
         scores = {}

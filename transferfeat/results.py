@@ -11,13 +11,15 @@ import pickle
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .logs import merge, parse_segment
 from .netdir import NetDir, segment_order
 from .study import Net, Study
 
 SERIES = ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus",
           "natman_to_natural", "natman_to_manmade", "reduced", "random_frozen")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def _mean(values) -> float:
@@ -28,7 +30,7 @@ def _mean(values) -> float:
 def metrics(log, net: Net) -> dict:
     acc = list(log.accuracy.values())
     vloss = list(log.val_loss.values())
-    loss = log.loss[1].tolist()
+    loss = log.loss[1]
     return {
         "iterations": log.iterations,
         "tests": len(acc),
@@ -37,7 +39,7 @@ def metrics(log, net: Net) -> dict:
         "top1_best": max(acc) if acc else None,
         "top1_top10_mean": _mean(sorted(acc, reverse=True)[:10]),
         "val_loss_bottom10_mean": _mean(sorted(vloss)[:10]),
-        "train_loss_bottom10_mean": _mean(sorted(loss)[:10]),
+        "train_loss_bottom10_mean": float(np.sort(loss)[:10].astype(np.float64).mean()) if len(loss) else None,
     }
 
 
@@ -75,6 +77,10 @@ def _key(p: Path):
     return str(p.resolve()), st.st_size, st.st_mtime_ns
 
 
+def _parse_for_results(path):
+    return parse_segment(path, lr=False)
+
+
 def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) -> dict:
     """Net name -> merged NetLog, for every net of the study with log files under ``root``."""
     root = Path(root)
@@ -95,9 +101,9 @@ def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) 
         todo.sort(key=lambda p: -p.stat().st_size)       # big files first: better balance across workers
         if len(todo) > 4 and (workers or os.cpu_count() or 1) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                parsed = list(pool.map(parse_segment, todo, chunksize=1))
+                parsed = list(pool.map(_parse_for_results, todo, chunksize=1))
         else:
-            parsed = [parse_segment(p) for p in todo]
+            parsed = [_parse_for_results(p) for p in todo]
         for p, seg in zip(todo, parsed):
             cache[keys[p]] = seg
         if use_cache:

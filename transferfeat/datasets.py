@@ -29,41 +29,27 @@ REPORT = "tf-report.json"
 
 # --------------------------------------------------------------------------- decoding
 
-def resize_bilinear(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """OpenCV's INTER_LINEAR resize (half-pixel centres, 11-bit weights, no antialiasing), in numpy."""
-    sh, sw = img.shape[:2]
-    if (sh, sw) == (height, width):
-        return img
+def resize_bilinear(im: Image.Image, width: int, height: int) -> Image.Image:
+    """OpenCV's INTER_LINEAR resize (as convert_imageset does it): each output pixel samples the input
+    bilinearly at its half-pixel centre, with no antialiasing. Pillow's affine transform does exactly
+    that (its ``resize`` would antialias), within one level of OpenCV."""
+    if im.size == (width, height):
+        return im
+    sx, sy = im.width / width, im.height / height
+    return im.transform((width, height), Image.AFFINE, (sx, 0, 0, 0, sy, 0), resample=Image.BILINEAR)
 
-    def axis(dst, src):
-        f = (np.arange(dst) + 0.5) * (src / dst) - 0.5
-        i0 = np.floor(f).astype(np.int64)
-        frac = f - i0
-        frac[i0 < 0] = 0
-        i0 = np.clip(i0, 0, src - 1)
-        at_end = i0 >= src - 1
-        frac[at_end] = 0
-        i1 = np.minimum(i0 + 1, src - 1)
-        w0 = np.round((1 - frac) * 2048) / 2048          # INTER_RESIZE_COEF_BITS = 11
-        return i0, i1, w0
 
-    y0, y1, wy = axis(height, sh)
-    x0, x1, wx = axis(width, sw)
-    src = img.astype(np.float32)
-    rows = src[y0] * wy[:, None, None] + src[y1] * (1 - wy)[:, None, None]
-    out = rows[:, x0] * wx[None, :, None] + rows[:, x1] * (1 - wx)[None, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def _rgb(im: Image.Image, resize) -> Image.Image:
+    """Colour conversion as imread(IMREAD_COLOR) (grey and CMYK become 3 channels), then the resize."""
+    im = im if im.mode == "RGB" else im.convert("RGB")
+    return resize_bilinear(im, *resize) if resize else im
 
 
 def load_bgr(path, resize=None) -> np.ndarray:
     """Decode an image as OpenCV's imread(IMREAD_COLOR) does: height x width x BGR uint8."""
     with Image.open(path) as im:
-        im.load()
-        rgb = np.asarray(im.convert("RGB"))
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    if resize:
-        bgr = resize_bilinear(bgr, *resize)
-    return bgr
+        rgb = np.asarray(_rgb(im, resize))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def encode_datum(path, label: int, resize, encoded: bool) -> bytes:
@@ -73,13 +59,14 @@ def encode_datum(path, label: int, resize, encoded: bool) -> bytes:
         with Image.open(io.BytesIO(data)) as im:     # reject files that are not images
             im.verify()
         return Datum(data=data, label=label, encoded=True).to_bytes()
-    bgr = load_bgr(path, resize)
-    if encoded:
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])).save(buf, "JPEG", quality=95)
-        return Datum(data=buf.getvalue(), label=label, encoded=True).to_bytes()
-    h, w, c = bgr.shape
-    return Datum(c, h, w, np.ascontiguousarray(bgr.transpose(2, 0, 1)).tobytes(), label, False).to_bytes()
+    with Image.open(path) as im:
+        rgb = _rgb(im, resize)
+        if encoded:
+            buf = io.BytesIO()
+            rgb.save(buf, "JPEG", quality=95)
+            return Datum(data=buf.getvalue(), label=label, encoded=True).to_bytes()
+        r, g, b = rgb.split()                         # planar BGR, as Caffe's CVMatToDatum lays it out
+        return Datum(3, rgb.height, rgb.width, b.tobytes() + g.tobytes() + r.tobytes(), label, False).to_bytes()
 
 
 def _work(job):
@@ -157,14 +144,17 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     estimate = estimate_bytes(entries, images, resize, encoded)
     if estimate > 1 << 30:
         log(f"{out}: about {estimate / 2**30:.1f} GiB for {len(entries)} images")
-    env = lmdb.open(str(partial), map_size=max(1 << 24, 2 * estimate), subdir=True, meminit=False, map_async=True)
+    # No fsync per commit (the progress file only advances after a commit, so a crash costs at most
+    # a re-decode); one sync before the rename makes the finished database durable.
+    env = lmdb.open(str(partial), map_size=max(1 << 24, 2 * estimate), subdir=True, meminit=False,
+                    map_async=True, writemap=True, sync=False)
     try:
+        # The database itself says where to resume (its last key); the progress file adds the
+        # skipped images and the settings. Skips past the last key are simply tried again.
         with env.begin() as txn:
             cur = txn.cursor()
-            if cur.last():
-                state["done"] = max(state["done"], int(bytes(cur.key())[:8]) + 1)
-        start = state["done"]
-        skipped = [tuple(s) for s in state["skipped"]]
+            start = int(bytes(cur.key())[:8]) + 1 if cur.last() else 0
+        skipped = [tuple(s) for s in state["skipped"] if s[0] < start]
         jobs = ((i, images / entries[order[i]].path, entries[order[i]].label, resize, encoded)
                 for i in range(start, len(entries)))
         bar = tqdm(total=len(entries), initial=start, unit="img", desc=f"{out.parent.name}/{out.name}", disable=not progress)
@@ -180,7 +170,7 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
             for index, value, err in pool.map(_work, jobs, chunksize=64):
                 e = entries[order[index]]
                 if value is None:
-                    skipped.append((order[index] + 1, e.path, err))
+                    skipped.append((index, order[index] + 1, e.path, err))
                 else:
                     batch.append(((f"%08d_%s" % (index, e.path)).encode(), value))
                 if len(batch) >= commit_every:
@@ -190,8 +180,10 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
         bar.close()
         with env.begin() as txn:
             written = txn.stat()["entries"]
+        env.sync(True)
     finally:
         env.close()
+    skipped = [s[1:] for s in skipped]                 # (line, file, reason)
     if skipped and len(skipped) > max_skip * len(entries):
         raise Error(f"{out}: {len(skipped)} of {len(entries)} images could not be read (more than "
                     f"{max_skip:.0%}); the partial build stays in {partial}. First: line {skipped[0][0]} "
@@ -210,7 +202,7 @@ def _put_all(env, items):
         try:
             with env.begin(write=True) as txn:
                 for k, v in items:
-                    txn.put(k, v)
+                    txn.put(k, v, append=True)
             return
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)

@@ -1,5 +1,6 @@
 """Shared fixtures. Reference data comes from $TF_SHARED (the folder holding convnet_transfer/)."""
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,23 @@ def fake_caffe(tmp_path):
     exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
     exe.chmod(0o755)
     return exe
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node SLURM cluster; skips only where SLURM is absent (never in CI, which installs it)."""
+    from slurm_cluster import Cluster, available
+    why = available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the SLURM tests: {why}")
+        pytest.skip(why)
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="tf-slurm-"))).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    yield cluster
+    cluster.stop()
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

@@ -19,6 +19,15 @@ def solver_values(path):
     return {k: v.strip('"') for k, v in re.findall(r"^(\w+): (\S+)", text, re.M)}
 
 
+def varint(v):
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
 def main(argv):
     args = dict(zip(argv[1::2], argv[2::2])) if argv[0] == "train" else {}
     s = solver_values(args["-solver"])
@@ -41,10 +50,9 @@ def main(argv):
     once = os.environ.get("FAKE_CAFFE_CRASH_ONCE")
 
     def snapshot(it):
-        with open(f"{prefix}_iter_{it}.caffemodel", "w") as f:
-            f.write(f"weights {it}\n")
-        with open(f"{prefix}_iter_{it}.solverstate", "w") as f:
-            f.write(f"state {it}\n")
+        for ext in ("caffemodel", "solverstate"):           # a one-field protobuf message: iter = it
+            with open(f"{prefix}_iter_{it}.{ext}", "wb") as f:
+                f.write(b"\x08" + varint(it))
         print(f"I0101 00:00:00.000000 1 solver.cpp:464] Snapshotting to binary proto file {prefix}_iter_{it}.caffemodel",
               file=sys.stderr, flush=True)
 

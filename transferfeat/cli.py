@@ -486,11 +486,16 @@ def status(ctx, globs, root, fmt):
     study = study_of(ctx, root)
     nets = study.select(globs)
     rows = net_status(study, root, nets, parse_root(study, root) if root.is_dir() else {})
+    from .slurm import job_states
+    jobs = job_states(study, root, nets) if root.is_dir() else {}
+    for r in rows:
+        r["slurm"] = jobs.get(r["name"])
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1))
         return
     click.echo(table([[r["name"], r["status"], f"{r['iteration']}/{r['max_iter']}", _fmt(r["top1_latest"]),
-                       _fmt(r["top1_best"])] for r in rows], ["net", "status", "iteration", "val top-1", "best"]))
+                       _fmt(r["top1_best"])] + ([r["slurm"] or "-"] if jobs else []) for r in rows],
+                     ["net", "status", "iteration", "val top-1", "best"] + (["slurm"] if jobs else [])))
     counts = {}
     for r in rows:
         key = r["status"].split(" ")[0]
@@ -554,6 +559,49 @@ def demo(ctx, out, patterns, workers):
     if base:
         click.echo(f"\nbase nets: top-1 {min(base):.3f}..{max(base):.3f} ({min(base) / chance:.1f}x chance {chance:.3f})")
     click.echo(f"demo finished in {time.time() - t0:.0f}s: results in {out / 'results'}, figures in {out / 'figures'}")
+
+
+
+@main.command()
+@click.argument("globs", nargs=-1)
+@root_option
+@click.option("--partition")
+@click.option("--gres", help="e.g. gpu:1 (then nets train on the job's GPU; without it, on the CPU).")
+@click.option("--time", "time_limit", help="D-HH:MM:SS; the job snapshots and requeues itself before it.")
+@click.option("--account")
+@click.option("--cpus-per-task", type=int)
+@click.option("--mem")
+@click.option("--extra", multiple=True, help='One more sbatch option (repeatable), e.g. --extra=--qos=long.')
+@click.option("--dry-run", is_flag=True, help="Print the scripts and the dependency graph; touch nothing.")
+@caffe_option
+@click.pass_context
+@domain
+def submit(ctx, globs, root, partition, gres, time_limit, account, cpus_per_task, mem, extra, dry_run, caffe):
+    """One SLURM job per net; a transfer net runs after its base net's job (afterok)."""
+    from .slurm import Resources, submit as do_submit
+    study = study_of(ctx, root)
+    res = Resources(partition, gres, time_limit, account, cpus_per_task, mem, tuple(extra))
+    s = do_submit(study, root, study.select(globs), res, dry_run=dry_run, caffe=caffe, echo=click.echo)
+    click.echo("\n# dependency graph" if dry_run else "")
+    for name, (job, dep) in s.submitted.items():
+        base = study.net(name).base
+        click.echo(f"{name:<26} {job:<12}" + (f" afterok {dep} ({base})" if dep else ""))
+    for name, why in s.skipped.items():
+        click.echo(f"{name:<26} skipped: {why}")
+    click.echo(f"{len(s.submitted)} {'would be submitted' if dry_run else 'submitted'}, {len(s.skipped)} skipped")
+
+
+@main.command()
+@click.argument("globs", nargs=-1, required=True)
+@root_option
+@click.pass_context
+@domain
+def cancel(ctx, globs, root):
+    """Cancel the selected nets' SLURM jobs and those of the nets that depend on them."""
+    from .slurm import cancel as do_cancel
+    study = study_of(ctx, root)
+    done = do_cancel(study, root, study.select(globs), echo=click.echo)
+    click.echo(f"{len(done)} job(s) cancelled")
 
 
 if __name__ == "__main__":

@@ -70,9 +70,22 @@ class NetDir:
         """The weights after ``max_iter`` iterations, or None: a net is done only when they exist."""
         return self.snapshots().get(max_iter)
 
-    def latest_solverstate(self):
-        states = self.solverstates()
-        return states[max(states)] if states else None
+    def latest_resumable(self):
+        """Iteration of the newest snapshot pair that is whole (Caffe writes snapshots in place, so a
+        job killed mid-write can leave a truncated one: it is passed over), or None."""
+        from .caffeproto import ProtoError, fields
+        snaps, states = self.snapshots(), self.solverstates()
+        for it in sorted(states, reverse=True):
+            try:
+                for path in (states[it], snaps.get(it)):
+                    if path is None or not path.stat().st_size:
+                        raise ProtoError("missing or empty")
+                    for _ in fields(path.read_bytes()):
+                        pass
+                return it
+            except (ProtoError, OSError):
+                continue
+        return None
 
 
 def is_log(name: str) -> bool:

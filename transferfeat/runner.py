@@ -161,15 +161,18 @@ class Attempt:
 
 try:                                   # looked up once here: the child may not allocate after fork
     import ctypes
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _prctl, _signal = _libc.prctl, _libc.signal
 except (OSError, AttributeError):
-    _prctl = None
+    _prctl = _signal = None
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGINT when the parent process dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """In the child, before exec: SIGINT when the parent dies (prctl PR_SET_PDEATHSIG), and SIGTERM
+    ignored, so that a SLURM job's SIGTERM reaches Caffe only as tf's SIGINT: snapshot, then stop."""
     if _prctl is not None:
         _prctl(1, int(signal.SIGINT))
+        _signal(int(signal.SIGTERM), 1)           # SIG_IGN
 
 
 def _acc_index(seg) -> int:
@@ -186,7 +189,7 @@ def prepare(study: Study, root, net: Net, caffe=None, gpu=None) -> Attempt:
     if d.final_snapshot(max_iter):
         raise Error(f"net {net.name} is already done ({d.final_snapshot(max_iter).name})")
     states = d.solverstates()
-    resume = max(states) if states else None
+    resume = d.latest_resumable()
     weights = None
     if resume is None and net.base:
         base = study.net(net.base)

@@ -1,0 +1,170 @@
+"""tf submit / cancel / status against a real one-node SLURM (fixture `slurm`); job scripts golden-tested."""
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_study_file
+from transferfeat.cli import main
+from transferfeat.errors import Error
+from transferfeat.netdir import NetDir
+from transferfeat.render import Renderer
+from transferfeat.slurm import Resources, job_script, read_job
+from transferfeat.study import Study
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_job_script_golden():
+    study = Study.load()
+    res = Resources(partition="gpu", gres="gpu:1", time="10-00:00:00", account="lab", cpus_per_task=4, mem="32G",
+                    extra=("--qos=long", "--comment=two words"))
+    text = job_script(study.net("transfer0A0B_1_3"), Path("/data/my results"), res,
+                      ["/opt/venv/bin/python", "-m", "transferfeat.cli"], Path("/data/my results/tf-study.yaml"),
+                      caffe="/opt/caffe/bin/caffe")
+    golden = FIXTURES / "job_script.golden"
+    if os.environ.get("TF_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("extra", ["qos=long", '--comment=say "hi"', "--bad opt=1"])
+def test_bad_sbatch_options_are_refused(extra):
+    study = Study.load()
+    with pytest.raises(Error):
+        job_script(study.net("half0A"), Path("/r"), Resources(extra=(extra,)), ["tf"], Path("/r/s.yaml"))
+
+
+@pytest.fixture
+def results(tmp_path, fake_caffe):
+    study = Study.load(tiny_study_file(tmp_path))
+    root = tmp_path / "results"
+    r = Renderer(study)
+    for net in study.nets.values():
+        r.render(net, root)
+    r.keep_study(root)
+    return study, root, fake_caffe
+
+
+def tf(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def calls(root, name):
+    path = root / name / "fake-caffe-calls.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_dry_run_touches_nothing(results, monkeypatch):
+    study, root, caffe = results
+    monkeypatch.setenv("PATH", "/nonexistent")                     # no sbatch, squeue: never called
+    r = tf("submit", "half0A", "transfer0A0B_1_*", "--root", root, "--dry-run", "--gres", "gpu:1")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("#!/bin/bash") == 8
+    assert re.search(r"\ntransfer0A0B_1_7 +<transfer0A0B_1_7> afterok <half0A> \(half0A\)\n", r.output)
+    assert "8 would be submitted" in r.output
+    assert not list(root.glob("*/tf-job.sbatch")) and not list(root.glob("*/tf-slurm.json"))
+
+
+@pytest.mark.slurm
+def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monkeypatch):
+    study, root, caffe = results
+    monkeypatch.setenv("FAKE_CAFFE_DELAY", "0.02")
+    r = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
+    assert r.exit_code == 0, r.output
+    assert "3 submitted" in r.output
+    jobs = {n: read_job(NetDir(root, n))["job_id"] for n in ("half0A", "transfer0A0B_1_1", "transfer0A0A_1_2")}
+    assert f"after job {jobs['half0A']} (half0A)" in r.output
+    again = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
+    assert "0 submitted, 3 skipped" in again.output and "already queued as job" in again.output
+    slurm.wait_idle()
+    base_end = calls(root, "half0A")[0]["end"]
+    for t in ("transfer0A0B_1_1", "transfer0A0A_1_2"):
+        call = calls(root, t)[0]
+        assert call["start"] >= base_end
+        assert call["argv"][call["argv"].index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30.caffemodel"
+        assert read_job(NetDir(root, t))["state"] == "COMPLETED"
+        assert NetDir(root, t).final_snapshot(30)
+    done = tf("submit", "half0A", "transfer0A0B_1_1", "--root", root)
+    assert "0 submitted, 2 skipped" in done.output and "skipped: done" in done.output
+    status = json.loads(tf("status", "half0A", "--root", root, "--format", "json").output)
+    assert status[0]["status"] == "done" and status[0]["slurm"] == f"completed (job {jobs['half0A']})"
+
+
+@pytest.mark.slurm
+def test_base_already_done_gets_no_dependency(slurm, results):
+    study, root, caffe = results
+    assert tf("train", "half1B", "--root", root, "--caffe", caffe).exit_code == 0
+    r = tf("submit", "transfer1B1A_1_4", "--root", root, "--caffe", caffe)
+    assert "submitted transfer1B1A_1_4 as job" in r.output and "after job" not in r.output
+    slurm.wait_idle()
+    assert NetDir(root, "transfer1B1A_1_4").final_snapshot(30)
+
+
+@pytest.mark.slurm
+def test_cancel_takes_the_dependants_along(slurm, results):
+    study, root, caffe = results
+    (root / "half2A").mkdir(exist_ok=True)
+    (root / "half2A" / "fake-caffe-delay").write_text("0.5")
+    r = tf("submit", "half2A", "transfer2A2B_1_1", "transfer2A2B_1_2", "--root", root, "--caffe", caffe)
+    assert "3 submitted" in r.output
+    r = tf("cancel", "half2A", "--root", root)
+    assert r.exit_code == 0, r.output
+    assert "cancelled transfer2A2B_1_1" in r.output and "a dependant" in r.output and "3 job(s) cancelled" in r.output
+    slurm.wait_idle(30)
+    rows = {x["name"]: x for x in json.loads(tf("status", "half2A", "transfer2A2B_1_*", "--root", root,
+                                                 "--format", "json").output)}
+    assert rows["transfer2A2B_1_1"]["slurm"].startswith("cancelled")
+    assert rows["transfer2A2B_1_1"]["status"] == "blocked on half2A"
+
+
+@pytest.mark.slurm
+def test_requeued_job_resumes_from_its_snapshot(slurm, results):
+    study, root, caffe = results
+    d = NetDir(root, "half3A")
+    (d.path / "fake-caffe-delay").write_text("0.1")
+    r = tf("submit", "half3A", "--root", root, "--caffe", caffe)
+    job = read_job(d)["job_id"]
+    deadline = time.time() + 60
+    while not d.solverstates() and time.time() < deadline:
+        time.sleep(0.2)
+    slurm.run("scontrol", "requeue", job)                           # as preemption does: SIGTERM, then requeue
+    deadline = time.time() + 60
+    while "PENDING" not in slurm.run("squeue", "-h", "-j", job, "-o", "%T") and time.time() < deadline:
+        time.sleep(0.2)
+    (d.path / "fake-caffe-delay").write_text("0")
+    slurm.run("scontrol", "update", f"jobid={job}", "StartTime=now")  # SLURM delays requeued jobs; not here
+    slurm.wait_idle()
+    first, second = calls(root, "half3A")
+    assert first["exit"] == 0 and first["last_iter"] < 30 and first["last_iter"] in d.solverstates()
+    argv = second["argv"]
+    assert argv[argv.index("-snapshot") + 1] == f"caffe_imagenet_train_iter_{first['last_iter']}.solverstate"
+    assert d.final_snapshot(30)
+    state = read_job(d)
+    assert state["state"] == "COMPLETED" and state["restarts"] == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.caffe
+def test_real_caffe_under_slurm(slurm, tmp_path, caffe_bin):
+    from transferfeat.demo import prepare_data
+    study = Study.load(tiny_study_file(tmp_path, max_iter=40, snapshot=20, test_interval=20))
+    nets = study.select(["half0A", "transfer0A0B_1_5"])
+    data = prepare_data(study, tmp_path, nets, echo=lambda *_: None)
+    root = tmp_path / "results"
+    r = Renderer(study)
+    for net in nets:
+        r.render(net, root, data_root=data)
+    r.keep_study(root)
+    out = tf("submit", "half0A", "transfer0A0B_1_5", "--root", root, "--cpus-per-task", "1")
+    assert "2 submitted" in out.output, out.output
+    slurm.wait_idle(300)
+    for n in ("half0A", "transfer0A0B_1_5"):
+        assert NetDir(root, n).final_snapshot(40), (root / n).iterdir()
+    from transferfeat.logs import parse_files
+    base, transfer = (parse_files(NetDir(root, n).logs()) for n in ("half0A", "transfer0A0B_1_5"))
+    assert base.iterations == transfer.iterations == 40 and 40 in transfer.accuracy

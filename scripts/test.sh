@@ -3,7 +3,12 @@
 # Reference data (../shared beside the checkout) is used when present; CI always has it.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"
 bash "$here/scripts/setup.sh" || exit 1
+# The SLURM tests start a one-node cluster on localhost: Debian's slurm-wlm and munge.
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null || exit 1
+fi
 if [ -z "${TF_SHARED:-}" ] && [ -d "$here/../shared/convnet_transfer" ]; then
   export TF_SHARED="$(cd "$here/../shared" && pwd)"
 fi

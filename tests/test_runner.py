@@ -209,3 +209,17 @@ def test_killed_tf_stops_its_caffe(setup, fake_caffe):
     call = calls(root, "half2B")[0]
     assert call["exit"] == 0 and call["last_iter"] < 30
     assert call["last_iter"] in NetDir(root, "half2B").solverstates()
+
+
+def test_truncated_latest_snapshot_is_passed_over(setup, monkeypatch):
+    """A job killed while Caffe wrote a snapshot leaves a truncated file: resume from the one before."""
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "25")
+    assert CliRunner().invoke(main, ["train", "halfnatmanA", "--root", str(root)]).exit_code == 1
+    d = NetDir(root, "halfnatmanA")
+    (d.path / "caffe_imagenet_train_iter_24.caffemodel").write_bytes(b"\x08\x18")
+    (d.path / "caffe_imagenet_train_iter_24.solverstate").write_bytes(b"\x0a\x40partial")   # cut mid-field
+    assert d.latest_resumable() == 20
+    monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
+    r = tf("train", "halfnatmanA", "--root", root)
+    assert r.exit_code == 0 and "resuming from iteration 20" in r.output

@@ -29,9 +29,7 @@ def overhead():
         exe.chmod(0o755)
         nets = study.select(["half0A", "half0B", "transfer0A0B_1_*", "transfer0B0A_1_*"])
         root = tmp / "results"
-        r = Renderer(study)
-        for net in nets:
-            r.render(net, root)
+        Renderer(study).render_all(nets, root)
         Pool(study, root, nets, [None, None], caffe=exe, echo=lambda *_: None, interval=60).run()
         calls = {n.name: json.loads((root / n.name / "fake-caffe-calls.jsonl").read_text().splitlines()[0])
                  for n in nets}

@@ -31,10 +31,7 @@ def tiny(tmp_path_factory):
     nets = study.select(["half0A", "half0B", "transfer0A0B_1_3", "transfer-ft0A0B_1_3", "nolearn_1_2"])
     data = prepare_data(study, tmp, [n for n in nets if n.family != "nolearn"], echo=lambda *_: None)
     root = tmp / "results"
-    r = Renderer(study)
-    for net in nets:
-        r.render(net, root, data_root=data)
-    r.keep_study(root)
+    Renderer(study).render_all(nets, root, data)
     return study, root
 
 

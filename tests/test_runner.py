@@ -21,12 +21,8 @@ from transferfeat.study import Study
 def setup(tmp_path, fake_caffe, monkeypatch):
     monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
     study = Study.load(tiny_study_file(tmp_path))
-    root = tmp_path / "results"
-    r = Renderer(study)
-    for net in study.nets.values():
-        r.render(net, root)
-    r.keep_study(root)
-    return study, root
+    Renderer(study).render_all(study.nets.values(), tmp_path / "results")
+    return study, tmp_path / "results"
 
 
 def calls(root, name):

@@ -42,12 +42,8 @@ def test_bad_sbatch_options_are_refused(extra):
 @pytest.fixture
 def results(tmp_path, fake_caffe):
     study = Study.load(tiny_study_file(tmp_path))
-    root = tmp_path / "results"
-    r = Renderer(study)
-    for net in study.nets.values():
-        r.render(net, root)
-    r.keep_study(root)
-    return study, root, fake_caffe
+    Renderer(study).render_all(study.nets.values(), tmp_path / "results")
+    return study, tmp_path / "results", fake_caffe
 
 
 def tf(*args):
@@ -156,10 +152,7 @@ def test_real_caffe_under_slurm(slurm, tmp_path, caffe_bin):
     nets = study.select(["half0A", "transfer0A0B_1_5"])
     data = prepare_data(study, tmp_path, nets, echo=lambda *_: None)
     root = tmp_path / "results"
-    r = Renderer(study)
-    for net in nets:
-        r.render(net, root, data_root=data)
-    r.keep_study(root)
+    Renderer(study).render_all(nets, root, data)
     out = tf("submit", "half0A", "transfer0A0B_1_5", "--root", root, "--cpus-per-task", "1")
     assert "2 submitted" in out.output, out.output
     slurm.wait_idle(300)

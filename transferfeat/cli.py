@@ -91,9 +91,7 @@ def render(ctx, globs, out, dialect, data_root, image_data, images):
     study = study_of(ctx)
     r = Renderer(study, dialect, image_data=image_data)
     nets = study.select(globs)
-    for net in nets:
-        r.render(net, out, data_root=data_root, images=images)
-    r.keep_study(out)
+    r.render_all(nets, out, data_root, images)
     click.echo(f"rendered {len(nets)} nets ({dialect}) into {out}")
 
 

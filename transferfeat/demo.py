@@ -69,10 +69,7 @@ def demo(out, patterns=None, study: Study = None, workers: int = None, echo: Cal
     echo(f"demo: {len(nets)} nets of study {study.config.name!r} into {out}")
     data = prepare_data(study, out, nets, echo)
     results = out / "results"
-    r = Renderer(study)
-    for net in nets:
-        r.render(net, results, data_root=data)
-    r.keep_study(results)
+    Renderer(study).render_all(nets, results, data)
     workers = workers or os.cpu_count() or 1
     summary = Pool(study, results, nets, [None] * workers, retries=1, threads=1, echo=echo, interval=interval).run()
     if summary.failed or summary.interrupted:

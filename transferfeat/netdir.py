@@ -47,24 +47,21 @@ class NetDir:
             i += 1
         return self.path / f"{LOG_PREFIX}{stamp}-{i:02d}.log"      # names sort in the order of attempts
 
-    def snapshots(self) -> dict[int, Path]:
-        """Weight snapshots by iteration: 2014 names (``…_iter_N``) and Caffe 1.0 names (``….caffemodel``)."""
+    def _by_iteration(self, pattern) -> dict[int, Path]:
         out = {}
         if self.path.is_dir():
             for p in self.path.iterdir():
-                m = _SNAP_RE.fullmatch(p.name)
+                m = pattern.fullmatch(p.name)
                 if m and p.is_file():
                     out[int(m.group(1))] = p
         return out
 
+    def snapshots(self) -> dict[int, Path]:
+        """Weight snapshots by iteration: 2014 names (``…_iter_N``) and Caffe 1.0 names (``….caffemodel``)."""
+        return self._by_iteration(_SNAP_RE)
+
     def solverstates(self) -> dict[int, Path]:
-        out = {}
-        if self.path.is_dir():
-            for p in self.path.iterdir():
-                m = _STATE_RE.fullmatch(p.name)
-                if m and p.is_file():
-                    out[int(m.group(1))] = p
-        return out
+        return self._by_iteration(_STATE_RE)
 
     def final_snapshot(self, max_iter: int):
         """The weights after ``max_iter`` iterations, or None: a net is done only when they exist."""

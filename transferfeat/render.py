@@ -163,6 +163,12 @@ class Renderer:
             out[names.valid] = dataset_dir(data_root, net.valid) / self.spec.db
         return out
 
+    def render_all(self, nets, out, data_root=None, images=None) -> None:
+        """Render ``nets`` under ``out`` and keep the study there."""
+        for net in nets:
+            self.render(net, out, data_root=data_root, images=images)
+        self.keep_study(out)
+
     def keep_study(self, out) -> None:
         """Keep a copy of the study in the results folder, so later commands find it there."""
         text = self.study.path.read_text()

@@ -96,6 +96,7 @@ class Solver:
     momentum: float
     weight_decay: float
     snapshot: int
+    random_seed: Optional[int] = None     # Caffe 1.0 only: makes a run repeatable
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def split(ctx, source, out):
 @click.option("--encoded", is_flag=True, help="Store the image files' own bytes.")
 @click.option("--shuffle/--no-shuffle", default=True, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, help="Decoding processes (default: all cores).")
+@click.option("--workers", type=int, help="Decoding threads (default: one per core).")
 @click.option("--max-skip", type=float, default=0.01, show_default=True,
               help="Fail when more than this fraction of images cannot be read.")
 @click.pass_context

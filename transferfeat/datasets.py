@@ -1,15 +1,18 @@
 """Caffe LMDB databases (Datum records, as convert_imageset writes them) and mean files.
 
+Images are decoded and resized by a pool of threads (Pillow releases the GIL while it decodes and
+resizes, and threads spare pickling every record between processes); one thread writes the LMDB.
 A database is built into ``DB.partial`` and renamed to ``DB`` only when complete, so a folder named
 ``DB`` is a finished database. An interrupted build resumes where its last commit ended; record keys
 (``%08d_<file>``) are fixed by the list order, so a resumed build never duplicates a record.
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,8 +169,8 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
             state["done"], state["skipped"] = upto, skipped
             atomic.write_text(progress_file, json.dumps(state))
 
-        with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-            for index, value, err in pool.map(_work, jobs, chunksize=64):
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+            for index, value, err in _in_order(pool, _work, jobs, window=64 * (workers or os.cpu_count() or 1)):
                 e = entries[order[index]]
                 if value is None:
                     skipped.append((index, order[index] + 1, e.path, err))
@@ -194,6 +197,18 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     os.replace(partial, out)
     progress_file.unlink(missing_ok=True)
     return BuildResult(out, written, skipped, start)
+
+
+def _in_order(pool, fn, jobs, window: int):
+    """``pool.map(fn, jobs)`` with at most ``window`` jobs in flight (a list of a million images
+    must not become a million futures)."""
+    pending = collections.deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _put_all(env, items):

@@ -143,3 +143,15 @@ def test_nolearn_random_layers_stay_random(tiny):
     study, root = tiny
     prepare = tf("--study", root / "tf-study.yaml", "list", "nolearn_1_2", "--format", "json")
     assert '"frozen": [\n   "conv1",\n   "conv2"' in prepare.output
+
+
+def test_seeded_runs_repeat_bit_for_bit(tiny, tmp_path):
+    """The mini study sets the solver's random_seed: training a net twice gives the same weights."""
+    study, root = tiny
+    if not NetDir(root, "half0A").final_snapshot(60):
+        assert tf("train", "half0A", "--root", root).exit_code == 0
+    again = tmp_path / "again"
+    Renderer(study).render_all([study.net("half0A")], again, root.parent / "data")
+    assert tf("train", "half0A", "--root", again).exit_code == 0
+    first = NetDir(root, "half0A").final_snapshot(60).read_bytes()
+    assert NetDir(again, "half0A").final_snapshot(60).read_bytes() == first

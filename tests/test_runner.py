@@ -219,3 +219,48 @@ def test_truncated_latest_snapshot_is_passed_over(setup, monkeypatch):
     monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
     r = tf("train", "halfnatmanA", "--root", root)
     assert r.exit_code == 0 and "resuming from iteration 20" in r.output
+
+
+def test_sigterm_makes_tf_train_snapshot_and_stop(setup, fake_caffe):
+    study, root = setup
+    env = dict(os.environ, TF_CAFFE=str(fake_caffe), FAKE_CAFFE_DELAY="0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "transferfeat.cli", "train", "halfnatmanB", "--root", str(root)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    d = NetDir(root, "halfnatmanB")
+    deadline = time.time() + 30
+    while not d.solverstates() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "stopped; snapshot at iteration" in out and "resumes it" in out
+    call = calls(root, "halfnatmanB")[0]
+    assert call["exit"] == 0 and call["last_iter"] in d.solverstates()
+
+
+def test_run_reports_progress_lines(setup, monkeypatch):
+    study, root = setup
+    (root / "netbase" / "fake-caffe-delay").write_text("0.05")
+    r = tf("run", "netbase", "--root", root, "--cpu-workers", "1", "--interval", "0.3")
+    assert r.exit_code == 0, r.output
+    lines = [l for l in r.output.splitlines() if l.strip().startswith("netbase") and " iter " in l]
+    assert lines and "/30" in lines[-1] and "val acc" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_doctor(fake_caffe, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
+    for tool in ("convert_imageset", "compute_image_mean"):
+        (fake_caffe.parent / tool).write_text("#!/bin/sh\n")
+        (fake_caffe.parent / tool).chmod(0o755)
+    info = json.loads(tf("doctor", "--format", "json").output)
+    assert info["tools"] == {"caffe": str(fake_caffe), "convert_imageset": str(fake_caffe.parent / "convert_imageset"),
+                             "compute_image_mean": str(fake_caffe.parent / "compute_image_mean")}
+    assert set(info) >= {"caffe_version", "gpus", "slurm", "missing"}
+    monkeypatch.setenv("TF_CAFFE", str(tmp_path / "missing" / "caffe"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "nocache"))
+    info = json.loads(tf("doctor", "--format", "json").output)
+    assert info["tools"]["caffe"] is None and info["caffe_version"] is None
+    fixes = {m["what"]: m["fix"] for m in info["missing"]}
+    assert "install-caffe.sh" in fixes["caffe"] and "slurm" in fixes
+    assert "MISSING" in tf("doctor").output

@@ -109,7 +109,7 @@ def test_interrupted_build_resumes_without_duplicates(tmp_path, synth_dir, monke
     assert r.resumed_at == 30 and r.written == 100
     keys = [k for k, _ in iter_db(tmp_path / "db")]
     assert len(keys) == len(set(keys)) == 100
-    fresh = build_db(lst, synth_dir / "train", tmp_path / "db2", classes=20, progress=False)
+    build_db(lst, synth_dir / "train", tmp_path / "db2", classes=20, progress=False)
     assert list(iter_db(tmp_path / "db")) == list(iter_db(tmp_path / "db2"))
 
 

@@ -123,7 +123,7 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     study, root, caffe = results
     d = NetDir(root, "half3A")
     (d.path / "fake-caffe-delay").write_text("0.1")
-    r = tf("submit", "half3A", "--root", root, "--caffe", caffe)
+    assert "1 submitted" in tf("submit", "half3A", "--root", root, "--caffe", caffe).output
     job = read_job(d)["job_id"]
     deadline = time.time() + 60
     while not d.solverstates() and time.time() < deadline:

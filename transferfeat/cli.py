@@ -496,7 +496,7 @@ def status(ctx, globs, root, fmt):
                      ["net", "status", "iteration", "val top-1", "best"] + (["slurm"] if jobs else [])))
     counts = {}
     for r in rows:
-        key = r["status"].split(" ")[0]
+        key = r["status"].split(" (")[0].split(" on ")[0]        # "blocked on X" -> "blocked"
         counts[key] = counts.get(key, 0) + 1
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
 

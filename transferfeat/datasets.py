@@ -175,7 +175,7 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
                 if value is None:
                     skipped.append((index, order[index] + 1, e.path, err))
                 else:
-                    batch.append(((f"%08d_%s" % (index, e.path)).encode(), value))
+                    batch.append((("%08d_%s" % (index, e.path)).encode(), value))
                 if len(batch) >= commit_every:
                     commit(index + 1)
                 bar.update(1)

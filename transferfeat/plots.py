@@ -14,7 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import atomic  # noqa: E402
 from .results import series_points  # noqa: E402
 from .study import Study  # noqa: E402
 
@@ -140,14 +139,10 @@ def fig2_bottom(study, summary, annotate, other=None, other_label="other"):
 
 def fig3(study, summary, other=None, other_label="other"):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    series = summary["series"]
 
     def line(ax, data, s, color, label, alpha=1.0, ls="-"):
-        if s not in data["series"]:
-            return None
-        x, y = _xy(data["series"][s])
-        ax.plot(x, y, "o" + ls, color=color, alpha=alpha, label=label)
-        return x, y
+        if s in data["series"]:
+            ax.plot(*_xy(data["series"][s]), "o" + ls, color=color, alpha=alpha, label=label)
 
     for data, alpha, ls, suffix in ((summary, 1.0, "-", ""), (other, FADE, "--", f" ({other_label})")):
         if data is None:

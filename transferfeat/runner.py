@@ -85,12 +85,18 @@ class Lock:
             self.fd = None
 
     def held_elsewhere(self) -> bool:
-        if not self.path.exists():
+        """Is some process training this net? (Opens the lock read-only: works on a read-only folder.)"""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
             return False
-        if self.acquire():
-            self.release()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return False
-        return True
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
 
 @dataclass

@@ -58,3 +58,13 @@ def test_plan_shows_both_policies():
     text = run("plan", "--gpus", "8").output
     assert "blocks days" in text and "half0A <- 28" in text
     assert run("plan", "--gpus", "0").exit_code == 2
+
+
+def test_results_folder_keeps_its_study(tmp_path):
+    out = tmp_path / "results"
+    assert run("--study", "mini", "render", "half0A", "--out", str(out)).exit_code == 0
+    assert "name: mini" in (out / "tf-study.yaml").read_text()
+    r = run("status", "half0A", "--root", str(out), "--format", "json")   # no --study: the folder's copy
+    assert json.loads(r.output)[0]["max_iter"] == 1000
+    r = CliRunner().invoke(main, ["render", "half0A", "--out", str(out)])
+    assert r.exit_code == 1 and "holds the nets of study 'mini'" in r.output

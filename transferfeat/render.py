@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jinja2
+import yaml
 
 from . import atomic
 from .errors import Error
@@ -173,6 +174,11 @@ class Renderer:
         """Keep a copy of the study in the results folder, so later commands find it there."""
         text = self.study.path.read_text()
         path = Path(out) / STUDY_COPY
+        if path.is_file():
+            other = yaml.safe_load(path.read_text()) or {}
+            if isinstance(other, dict) and other.get("name") not in (None, self.study.config.name):
+                raise Error(f"{out} holds the nets of study {other.get('name')!r}; render study "
+                            f"{self.study.config.name!r} into another folder")
         if not (path.is_file() and path.read_text() == text):
             Path(out).mkdir(parents=True, exist_ok=True)
             atomic.write_text(path, text)

@@ -4,6 +4,7 @@
 # The wrappers run the root's binaries with the root's own loader on the host's paths
 # (no chroot at run time). Idempotent: a second run only rewrites the wrappers.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"      # debootstrap and chroot live there
 
 prefix="${XDG_CACHE_HOME:-$HOME/.cache}/transferfeat/caffe"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"

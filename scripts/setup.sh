@@ -3,9 +3,10 @@
 # a virtual environment with transferfeat in .venv, and Caffe 1.0 (CPU) via install-caffe.sh.
 # Idempotent; source it or run it.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
-for pkg in debootstrap python3-venv; do
+for pkg in python3 python3-venv debootstrap; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -264,3 +264,14 @@ def test_doctor(fake_caffe, tmp_path, monkeypatch):
     fixes = {m["what"]: m["fix"] for m in info["missing"]}
     assert "install-caffe.sh" in fixes["caffe"] and "slurm" in fixes
     assert "MISSING" in tf("doctor").output
+
+
+def test_run_without_globs_takes_the_rendered_nets(tmp_path, fake_caffe, monkeypatch):
+    monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
+    study = Study.load(tiny_study_file(tmp_path))
+    root = tmp_path / "results"
+    r = tf("--study", tmp_path / "tiny.yaml", "run", "--root", root, "--cpu-workers", "1")
+    assert r.exit_code == 1 and "no rendered net under" in r.output
+    Renderer(study).render_all(study.select(["half1A", "transfer1A1B_1_4"]), root)
+    r = tf("run", "--root", root, "--cpu-workers", "2")
+    assert r.exit_code == 0 and "2 done, 0 already done, 0 failed" in r.output

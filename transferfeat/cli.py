@@ -289,6 +289,17 @@ def synth(classes, train_per_class, valid_per_class, size, seed, out):
     click.echo(f"{out}: {info['classes']} classes, {info['train']} train and {info['valid']} val images")
 
 
+def rendered(study: Study, root: Path, globs) -> list:
+    """The nets GLOBS select; with no GLOB, every net rendered under ``root``."""
+    from .netdir import NetDir
+    if globs:
+        return study.select(globs)
+    nets = [n for n in study.nets.values() if NetDir(root, n.name).solver.is_file()]
+    if not nets:
+        raise Error(f"no rendered net under {root}: run `tf render … --out {root}` first")
+    return nets
+
+
 root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default="results",
                            show_default=True, help="Results folder: one sub-folder per net.")
 
@@ -444,7 +455,7 @@ def train(ctx, net, root, gpu, cpu, caffe):
 @click.pass_context
 @domain
 def run(ctx, globs, root, gpus, cpu_workers, retries, interval, caffe):
-    """Train the selected nets (all by default), each as soon as its own base net is done."""
+    """Train the selected nets (all rendered ones by default), each as soon as its own base net is done."""
     from .runner import Pool
     if bool(gpus) == bool(cpu_workers):
         raise click.UsageError("give --gpus 0,1,… or --cpu-workers N")
@@ -455,7 +466,7 @@ def run(ctx, globs, root, gpus, cpu_workers, retries, interval, caffe):
     if not devices:
         raise click.BadParameter("need at least one device", param_hint="--cpu-workers")
     study = study_of(ctx, root)
-    nets = study.select(globs)
+    nets = rendered(study, root, globs)
     threads = max(1, (os.cpu_count() or 1) // len(devices)) if cpu_workers else None
     pool = Pool(study, root, nets, devices, caffe, retries, threads, echo=click.echo, interval=interval)
     s = pool.run()
@@ -579,7 +590,7 @@ def submit(ctx, globs, root, partition, gres, time_limit, account, cpus_per_task
     from .slurm import Resources, submit as do_submit
     study = study_of(ctx, root)
     res = Resources(partition, gres, time_limit, account, cpus_per_task, mem, tuple(extra))
-    s = do_submit(study, root, study.select(globs), res, dry_run=dry_run, caffe=caffe, echo=click.echo)
+    s = do_submit(study, root, rendered(study, root, globs), res, dry_run=dry_run, caffe=caffe, echo=click.echo)
     click.echo("\n# dependency graph" if dry_run else "")
     for name, (job, dep) in s.submitted.items():
         base = study.net(name).base

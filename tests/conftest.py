@@ -1,5 +1,6 @@
 """Shared fixtures. Reference data comes from $TF_SHARED (the folder holding convnet_transfer/)."""
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def slurm(tmp_path_factory):
     os.environ["SLURM_CONF"] = str(cluster.conf)
     yield cluster
     cluster.stop()
+    shutil.rmtree(cluster.dir, ignore_errors=True)
     if old is None:
         os.environ.pop("SLURM_CONF", None)
     else:

@@ -105,7 +105,12 @@ class Cluster:
         pid = self.dir / "munged.pid"
         if pid.exists():
             try:
-                os.kill(int(pid.read_text()), 15)
+                munged = int(pid.read_text())
+                os.kill(munged, 15)
+                deadline = time.time() + 10
+                while time.time() < deadline:       # it writes its seed file as it exits
+                    os.kill(munged, 0)
+                    time.sleep(0.1)
             except (ValueError, ProcessLookupError):
                 pass
 

@@ -108,11 +108,18 @@ class Cluster:
                 munged = int(pid.read_text())
                 os.kill(munged, 15)
                 deadline = time.time() + 10
-                while time.time() < deadline:       # it writes its seed file as it exits
-                    os.kill(munged, 0)
+                while time.time() < deadline and _alive(munged):   # it writes its seed file as it exits
                     time.sleep(0.1)
             except (ValueError, ProcessLookupError):
                 pass
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (a container's PID 1 may never reap the daemon)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def available() -> str:

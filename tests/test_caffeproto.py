@@ -44,3 +44,17 @@ def test_corrupt_bytes_are_reported(tmp_path, data):
     p.write_bytes(data)
     with pytest.raises(ProtoError, match="bad.binaryproto"):
         read_blob(p)
+
+
+def test_read_net_all_three_layer_formats(tmp_path):
+    from transferfeat.caffeproto import int_field, len_field, read_net
+    blob = BlobProto(data=np.ones(6, np.float32), shape=(2, 3)).to_bytes()
+    v0 = len_field(1, len_field(1, b"conv1") + len_field(2, b"conv") + len_field(50, blob))   # 2014: V0 in V1
+    v1 = len_field(4, b"fc8") + int_field(5, 14) + len_field(6, blob) + len_field(6, blob)
+    caffe1 = len_field(1, b"relu1") + len_field(2, b"ReLU")
+    path = tmp_path / "net.caffemodel"
+    path.write_bytes(len_field(1, b"CaffeNet") + len_field(2, v0) + len_field(2, v1) + len_field(100, caffe1))
+    layers = read_net(path)
+    assert [(l.name, l.type, len(l.blobs)) for l in layers] == [
+        ("conv1", "conv", 1), ("fc8", "InnerProduct", 2), ("relu1", "ReLU", 0)]
+    assert layers[1].blobs[0].dims == (2, 3)

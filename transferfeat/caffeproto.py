@@ -241,44 +241,33 @@ _V1_TYPES = {4: "Convolution", 14: "InnerProduct", 5: "Data", 6: "Dropout", 15: 
              18: "ReLU", 20: "Softmax", 21: "SoftmaxWithLoss", 1: "Accuracy", 12: "ImageData"}
 
 
+def _layer(buf, name_f: int, type_f: int, blobs_f: int, enum: dict = None, v0_f: int = None) -> LayerBlobs:
+    """One layer message, given the field numbers of its name, type and blobs (``enum``: a numeric
+    type; ``v0_f``: the field of a V0 layer nested inside, as 2014 files have)."""
+    layer = LayerBlobs("", "", [])
+    for num, wt, value in fields(buf):
+        if num == name_f:
+            layer.name = bytes(value).decode()
+        elif num == type_f:
+            layer.type = enum.get(value, str(value)) if enum else bytes(value).decode()
+        elif num == blobs_f:
+            layer.blobs.append(BlobProto.from_bytes(value))
+        elif num == v0_f and wt == 2:
+            inner = _layer(value, 1, 2, 50)
+            layer.name, layer.type = inner.name or layer.name, inner.type or layer.type
+            layer.blobs += inner.blobs
+    return layer
+
+
 def read_net(path) -> list[LayerBlobs]:
     """Layer names, types and blobs of a NetParameter file (Caffe 1.0 ``layer``, V1 ``layers``, V0)."""
     with open(path, "rb") as f:
         buf = f.read()
-    out = []
     try:
-        for num, wt, value in fields(buf):
-            if num == 100 and wt == 2:           # LayerParameter
-                name, typ, blobs = "", "", []
-                for n2, _, v2 in fields(value):
-                    if n2 == 1:
-                        name = bytes(v2).decode()
-                    elif n2 == 2:
-                        typ = bytes(v2).decode()
-                    elif n2 == 7:
-                        blobs.append(BlobProto.from_bytes(v2))
-                out.append(LayerBlobs(name, typ, blobs))
-            elif num == 2 and wt == 2:           # V1LayerParameter
-                name, typ, blobs = "", "", []
-                for n2, wt2, v2 in fields(value):
-                    if n2 == 4:
-                        name = bytes(v2).decode()
-                    elif n2 == 5:
-                        typ = _V1_TYPES.get(v2, str(v2))
-                    elif n2 == 6:
-                        blobs.append(BlobProto.from_bytes(v2))
-                    elif n2 == 1 and wt2 == 2:   # V0LayerParameter
-                        for n3, _, v3 in fields(v2):
-                            if n3 == 1:
-                                name = bytes(v3).decode()
-                            elif n3 == 2:
-                                typ = bytes(v3).decode()
-                            elif n3 == 50:
-                                blobs.append(BlobProto.from_bytes(v3))
-                out.append(LayerBlobs(name, typ, blobs))
+        return [_layer(value, 1, 2, 7) if num == 100 else _layer(value, 4, 5, 6, _V1_TYPES, v0_f=1)
+                for num, wt, value in fields(buf) if wt == 2 and num in (100, 2)]
     except ProtoError as e:
         raise ProtoError(f"{path}: not a NetParameter ({e})") from None
-    return out
 
 
 def net_weights(path) -> dict[str, list[np.ndarray]]:

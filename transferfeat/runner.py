@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from . import atomic
 from .caffe import find_tool, train_args
 from .errors import Error
-from .logs import parse_segment
+from .logs import merge, parse_segment
 from .netdir import SOLVER, NetDir
 from .study import Net, Study
 
@@ -156,9 +156,9 @@ class Attempt:
 
     def progress(self) -> dict:
         """Iteration, latest val accuracy and ETA from this attempt's log."""
-        seg = parse_segment(self.log)
+        seg = parse_segment(self.log, lr=False)
         it = seg.last_iter or (self.resumed_from or 0)
-        acc = [s.get(_acc_index(seg)) for _, s in sorted(seg.test.items())]
+        acc = list(merge([seg]).accuracy.values())
         start = seg.first_iter if seg.first_iter is not None else it
         rate = (it - start) / seg.seconds if seg.seconds and it > start else None
         eta = (self.max_iter - it) / rate if rate else None
@@ -179,11 +179,6 @@ def _die_with_parent() -> None:
     if _prctl is not None:
         _prctl(1, int(signal.SIGINT))
         _signal(int(signal.SIGTERM), 1)           # SIG_IGN
-
-
-def _acc_index(seg) -> int:
-    names = {v: k for k, v in seg.test_names.items()}
-    return names.get("accuracy", 0)
 
 
 def prepare(study: Study, root, net: Net, caffe=None, gpu=None) -> Attempt:

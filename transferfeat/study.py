@@ -149,7 +149,7 @@ class Config:
     datasets: Datasets
     input: Input
     architecture: Architecture
-    solvers: dict
+    solvers: dict[str, Solver]
     families: Families
 
 
@@ -182,10 +182,11 @@ def _convert(tp, value, path: str):
             raise StudyError(f"{path}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)[:1]
         return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is dict:
+    if origin is dict:
         if not isinstance(value, dict):
             raise StudyError(f"{path}: expected a mapping, got {value!r}")
-        return {k: _convert(Solver, v, f"{path}.{k}") for k, v in value.items()}
+        item = typing.get_args(tp)[1]
+        return {k: _convert(item, v, f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from transferfeat.netdir import NetDir
+from transferfeat.folder import NetFolder as NetDir
 from transferfeat.results import parse_root, summarize
 from transferfeat.study import Study
 

@@ -10,9 +10,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transferfeat.plan import plan
+from transferfeat.engines.caffe import CaffeEngine
+from transferfeat.folder import StudyFolder
+from transferfeat.plan import estimate
 from transferfeat.render import Renderer
-from transferfeat.runner import Pool
+from transferfeat.schedulers.local import Pool
 from transferfeat.study import Study
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +32,7 @@ def overhead():
         nets = study.select(["half0A", "half0B", "transfer0A0B_1_*", "transfer0B0A_1_*"])
         root = tmp / "results"
         Renderer(study).render_all(nets, root)
-        Pool(study, root, nets, [None, None], caffe=exe, echo=lambda *_: None, interval=60).run()
+        Pool(StudyFolder(root, study), nets, [None, None], CaffeEngine(exe), echo=lambda *_: None, interval=60).run()
         calls = {n.name: json.loads((root / n.name / "fake-caffe-calls.jsonl").read_text().splitlines()[0])
                  for n in nets}
         gaps = []
@@ -51,7 +53,7 @@ def main():
     study = Study.load()
     print("\ntf plan, the paper's 170 nets, 9.5 days per full-length net:")
     print(f"{'gpus':>5} {'per-net days':>13} {'util':>6} {'blocks days':>12} {'util':>6} {'blocks/per-net':>15}")
-    for a, b in plan(study, list(study.nets.values()), [1, 4, 8, 64], 9.5):
+    for a, b in estimate(study, list(study.nets.values()), [1, 4, 8, 64], 9.5):
         print(f"{a.gpus:>5} {a.makespan:>13.1f} {a.utilisation:>6.0%} {b.makespan:>12.1f} {b.utilisation:>6.0%} "
               f"{b.makespan / a.makespan:>14.2f}x")
 

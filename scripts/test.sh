@@ -7,12 +7,14 @@ export PATH="$PATH:/usr/sbin:/sbin"
 bash "$here/scripts/setup.sh" || exit 1
 # The SLURM tests start a one-node cluster on localhost: Debian's slurm-wlm and munge.
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  echo "test: apt-get install slurm-wlm munge (for the one-node SLURM cluster the tests start)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null || exit 1
 fi
 if [ -z "${TF_SHARED:-}" ] && [ -d "$here/../shared/convnet_transfer" ]; then
   export TF_SHARED="$(cd "$here/../shared" && pwd)"
 fi
 cd "$here"
+echo "test: pytest (reference data: ${TF_SHARED:-none})" >&2
 .venv/bin/python -m pytest -q -ra "$@"
 rc=$?
 [ $rc -eq 5 ] && echo "pytest collected no tests: failing" >&2

@@ -17,6 +17,13 @@ def shared_dir():
     return Path(value) if value and (Path(value) / "convnet_transfer").is_dir() else None
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that use the reference data carry the `shared` marker (-m 'not shared' leaves them out)."""
+    for item in items:
+        if "shared" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+
+
 @pytest.fixture(scope="session")
 def shared():
     """The reference data folder; skips where it is absent (a user's fresh clone). CI sets TF_SHARED."""
@@ -50,7 +57,7 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def caffe_bin():
     """The real caffe; skips only where Caffe is absent (never in CI, which installs it)."""
-    from transferfeat.caffe import CaffeNotFound, find_tool
+    from transferfeat.engines.caffe import CaffeNotFound, find_tool
     try:
         return find_tool("caffe")
     except CaffeNotFound as e:

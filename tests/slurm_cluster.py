@@ -54,6 +54,14 @@ class Cluster:
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
 
     def start(self, cpus: int = 4):
+        """Start munged, slurmctld and slurmd; on any failure stop what was started, then raise."""
+        try:
+            return self._start(cpus)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, cpus: int):
         d = self.dir
         (d / "state").mkdir(parents=True)
         (d / "spool").mkdir()
@@ -74,6 +82,9 @@ class Cluster:
             out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True, text=True)
             if out.stdout.strip() == "idle":
                 return self
+            dead = [p.args[0] for p in self.procs if p.poll() is not None]
+            if dead:
+                break
             time.sleep(0.5)
         raise RuntimeError("SLURM did not come up:\n" + "".join(
             (d / f).read_text(errors="replace")[-2000:] for f in ("slurmctld.out", "slurmd.out") if (d / f).exists()))
@@ -129,4 +140,7 @@ def available() -> str:
         return f"not installed: {', '.join(missing)} (apt-get install slurm-wlm munge)"
     if os.geteuid() != 0:
         return "the one-node cluster runs as root"
+    cgroup = Path("/sys/fs/cgroup")
+    if not (cgroup.is_dir() and any(cgroup.iterdir())):
+        return "this machine cannot run slurmd: no cgroup filesystem at /sys/fs/cgroup"
     return ""

@@ -15,7 +15,7 @@ from transferfeat.cli import main
 from transferfeat.datasets import build_db, compute_mean, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.logs import parse_files
-from transferfeat.netdir import NetDir
+from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
 from transferfeat.study import Study
 from transferfeat.synth import synthesize
@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiny")
     study = Study.load(tiny_study_file(tmp, max_iter=60, snapshot=20, test_interval=20))
     nets = study.select(["half0A", "half0B", "transfer0A0B_1_3", "transfer-ft0A0B_1_3", "nolearn_1_2"])
-    data = prepare_data(study, tmp, [n for n in nets if n.family != "nolearn"], echo=lambda *_: None)
+    data = prepare_data(study, tmp, nets, echo=lambda *_: None)
     root = tmp / "results"
     Renderer(study).render_all(nets, root, data)
     return study, root
@@ -75,10 +75,12 @@ def test_paper_nets_in_both_dialects_are_accepted(tmp_path, caffe_bin):
                 assert "upgrad" in log.lower()           # Caffe 1.0 upgraded the 2014 file on load
 
 
-def test_data_layer_trains_from_tf_db_and_tf_mean(tiny):
+def test_data_layer_trains_from_tf_db_and_tf_mean(tiny, tmp_path, monkeypatch):
     study, root = tiny
+    monkeypatch.setenv("TMPDIR", str(tmp_path))              # where glog would write its own log files
     r = tf("train", "half0A", "--root", root)
     assert r.exit_code == 0, r.output
+    assert list(tmp_path.iterdir()) == []                      # glog went to the attempt's log instead
     d = NetDir(root, "half0A")
     assert d.final_snapshot(60) and sorted(d.solverstates()) == [20, 40, 60]
     log = parse_files(d.logs())
@@ -114,7 +116,7 @@ def test_killing_tf_run_and_restarting_resumes(tiny):
     solver = d.solver.read_text()
     d.solver.write_text(solver.replace("snapshot: 20", "snapshot: 10"))
     env = dict(os.environ, TF_STUDY=str(root / "tf-study.yaml"))
-    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half0B", "--root", str(root), "--cpu-workers", "1",
+    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half0B", "--root", str(root), "--parallel", "1",
            "--interval", "0.5"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -139,9 +141,20 @@ def test_killing_tf_run_and_restarting_resumes(tiny):
 
 
 def test_nolearn_random_layers_stay_random(tiny):
+    """nolearn_1_2: conv1 and conv2 keep their random (gaussian filler) initialisation while training;
+    conv3 onwards learn."""
     study, root = tiny
-    prepare = tf("--study", root / "tf-study.yaml", "list", "nolearn_1_2", "--format", "json")
-    assert '"frozen": [\n   "conv1",\n   "conv2"' in prepare.output
+    r = tf("train", "nolearn_1_2", "--root", root)
+    assert r.exit_code == 0, r.output
+    d = NetDir(root, "nolearn_1_2")
+    early, final = net_weights(d.snapshots()[20]), net_weights(d.final_snapshot(60))
+    std = {l.name: l.get("weight_std") for l in study.arch.learnable}
+    for layer in ("conv1", "conv2"):
+        assert np.array_equal(early[layer][0], final[layer][0]) and np.array_equal(early[layer][1], final[layer][1])
+        w = final[layer][0]
+        assert abs(w.mean()) < std[layer] / 5 and abs(w.std() / std[layer] - 1) < 0.1, layer     # still N(0, std)
+    for layer in ("conv3", "fc8"):
+        assert not np.array_equal(early[layer][0], final[layer][0]), layer
 
 
 def test_seeded_runs_repeat_bit_for_bit(tiny, tmp_path):

@@ -4,6 +4,7 @@ import os
 from click.testing import CliRunner
 
 from transferfeat.cli import main
+from transferfeat.study import Study
 
 
 def run(*args, env=None):
@@ -15,11 +16,12 @@ def test_list_json_and_globs():
     r = run("list", "--format", "json")
     assert r.exit_code == 0
     nets = json.loads(r.output)
-    assert len(nets) == 170
+    paper = Study.load()
+    assert [n["name"] for n in nets] == list(paper.nets)
     assert {"name", "family", "base", "n", "fine_tune", "train", "valid", "requires"} <= set(nets[0])
     ft = json.loads(run("list", "transfer-ft*", "--format", "json").output)
-    assert len(ft) == 42 and all(n["fine_tune"] for n in ft)
-    assert run("list", "transfer-ft*").output.strip().endswith("42 nets")
+    assert [n["name"] for n in ft] == [n.name for n in paper.nets.values() if n.family == "transfer-ft"]
+    assert all(n["fine_tune"] for n in ft) and run("list", "transfer-ft*").output.strip().endswith(f"{len(ft)} nets")
 
 
 def test_unknown_net_is_a_clean_error():
@@ -38,33 +40,36 @@ def test_study_option_and_env(tmp_path):
 
 
 def test_render_cli(tmp_path):
-    r = run("render", "transfer0A0B_1_*", "--out", str(tmp_path / "results"), "--dialect", "v0")
+    r = run("render", "transfer0A0B_1_*", "--root", str(tmp_path / "results"), "--dialect", "v0")
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(tmp_path / "results")) == ["tf-study.yaml"] + [f"transfer0A0B_1_{n}" for n in range(1, 8)]
     assert "rendered 7 nets (v0)" in r.output
 
 
 def test_plan_shows_both_policies():
-    r = run("plan", "--gpus", "1,8,64", "--format", "json")
+    r = run("plan", "--gpu-counts", "1,8,64", "--format", "json")
     data = json.loads(r.output)
     assert data["requires"]["transfer0A0B_1_1"] == ["half0A"] and data["requires"]["half0A"] == []
     one, eight, many = data["schedules"]
-    total = 9.5 * (170 - 12) + 9.5 * 200000 / 450000 * 12
+    paper = Study.load()
+    total = sum(9.5 * paper.max_iter(n) / 450000 for n in paper.nets.values())
     assert abs(one["per_net"]["makespan_days"] - total) < 1e-6
     assert one["per_net"]["utilisation"] > 0.999
     for s in data["schedules"]:
         assert s["per_net"]["makespan_days"] <= s["blocks"]["makespan_days"] + 1e-9
     assert many["per_net"]["makespan_days"] >= 2 * 9.5          # base net, then transfer net
-    text = run("plan", "--gpus", "8").output
+    text = run("plan", "--gpu-counts", "8").output
     assert "blocks days" in text and "half0A <- 28" in text
-    assert run("plan", "--gpus", "0").exit_code == 2
+    assert run("plan", "--gpu-counts", "0").exit_code == 2
 
 
 def test_results_folder_keeps_its_study(tmp_path):
     out = tmp_path / "results"
-    assert run("--study", "mini", "render", "half0A", "--out", str(out)).exit_code == 0
+    assert run("--study", "mini", "render", "half0A", "--root", str(out)).exit_code == 0
     assert "name: mini" in (out / "tf-study.yaml").read_text()
     r = run("status", "half0A", "--root", str(out), "--format", "json")   # no --study: the folder's copy
     assert json.loads(r.output)[0]["max_iter"] == 1000
-    r = CliRunner().invoke(main, ["render", "half0A", "--out", str(out)])
+    assert run("render", "half0B", "--root", str(out)).exit_code == 0       # the folder's study: mini's half0B
+    assert (out / "half0B" / "imagenet_solver.prototxt").read_text().count("max_iter: 1000")
+    r = CliRunner().invoke(main, ["--study", "paper", "render", "half0A", "--root", str(out)])
     assert r.exit_code == 1 and "holds the nets of study 'mini'" in r.output

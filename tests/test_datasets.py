@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from transferfeat import datasets
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.cli import main
-from transferfeat.datasets import build_db, compute_mean, decode_datum, inspect_path, iter_db, resize_bilinear
+from transferfeat.datasets import build_db, compute_mean, decode_datum, inspect_path, iter_db
 from transferfeat.errors import Error
 
 
@@ -22,7 +22,7 @@ def _list(tmp_path, synth_dir, n=40, extra=""):
 
 def test_build_and_inspect(tmp_path, synth_dir):
     lst = _list(tmp_path, synth_dir)
-    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(24, 20), progress=False, workers=2)
+    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(24, 20), progress=False, threads=2)
     assert r.written == 40 and r.skipped == []
     assert not (tmp_path / "db.partial").exists() and not (tmp_path / "db.partial.json").exists()
     info = inspect_path(tmp_path / "db")
@@ -38,7 +38,7 @@ def test_build_and_inspect(tmp_path, synth_dir):
 
 def test_bgr_planar_pixels(tmp_path, synth_dir):
     lst = _list(tmp_path, synth_dir, n=1)
-    build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, shuffle=False, progress=False, workers=1)
+    build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, shuffle=False, progress=False, threads=1)
     (key, value), = iter_db(tmp_path / "db")
     from PIL import Image
     rgb = np.asarray(Image.open(synth_dir / "train" / lst.read_text().split()[0]).convert("RGB"))
@@ -140,17 +140,16 @@ def test_map_grows_instead_of_failing(tmp_path, synth_dir, monkeypatch):
 
 
 def test_resize_matches_opencv_reference_points():
-    from PIL import Image
-    img = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4) * 16).convert("RGB")
-    up = np.asarray(resize_bilinear(img, 8, 8))[:, :, 0]
+    from transferfeat import images
+    img = np.repeat((np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)[:, :, None], 3, axis=2)
+    up = images.resized(img, (8, 8))[:, :, 0]
     assert up.shape == (8, 8) and up[0, 0] == 0 and up[-1, -1] == 240
-    down = np.asarray(resize_bilinear(img, 2, 2))[:, :, 0]
-    assert np.abs(down.astype(int) - [[40, 72], [168, 200]]).max() <= 1       # cv2.resize(..., (2, 2))
+    assert images.resized(img, (2, 2))[:, :, 0].tolist() == [[40, 72], [168, 200]]   # half-pixel centres
 
 
 def test_mean_cli_on_a_dataset(tmp_path, synth_dir):
     data = tmp_path / "data"
-    r = CliRunner().invoke(main, ["--study", "mini", "split", "--source", str(synth_dir), "--out", str(data)])
+    r = CliRunner().invoke(main, ["--study", "mini", "split", "--source", str(synth_dir), "--data-root", str(data)])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["--study", "mini", "db", "half0A_train", "--data-root", str(data),
                                   "--images", str(synth_dir)])
@@ -162,7 +161,7 @@ def test_mean_cli_on_a_dataset(tmp_path, synth_dir):
     assert blob.dims == (1, 3, 32, 32)
     assert np.allclose(blob.array()[0], compute_mean(data / "half0A_train" / "lmdb", progress=False))
     r = CliRunner().invoke(main, ["--study", "mini", "db", "half9Z_train", "--data-root", str(data), "--images", "x"])
-    assert r.exit_code == 2 and "not a dataset of study 'mini'" in r.output
+    assert r.exit_code == 1 and "not a dataset of study 'mini'" in r.output
 
 
 def test_synth_cli(tmp_path):
@@ -183,31 +182,50 @@ def _tool(caffe_bin, name):
     return str(caffe_bin.parent / name) if (caffe_bin.parent / name).exists() else name
 
 
-@pytest.mark.caffe
-def test_encoded_records_identical_to_convert_imageset(tmp_path, synth_dir, caffe_bin):
-    lst = _list(tmp_path, synth_dir, n=30)
-    subprocess.run([_tool(caffe_bin, "convert_imageset"), "--encoded", str(synth_dir / "train") + "/", str(lst),
-                    str(tmp_path / "cv")], check=True, capture_output=True)
-    build_db(lst, synth_dir / "train", tmp_path / "tf", classes=20, encoded=True, shuffle=False, progress=False)
-    assert list(iter_db(tmp_path / "cv")) == list(iter_db(tmp_path / "tf"))
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory):
+    """500x375 JPEGs as ILSVRC has them, with a greyscale, a CMYK and a PNG-named-JPEG file among them."""
+    from PIL import Image
+    from transferfeat.synth import synthesize
+    tmp = tmp_path_factory.mktemp("odd")
+    synthesize(tmp / "s", classes=20, train_per_class=2, valid_per_class=0, size=(500, 375), seed=2)
+    lines = (tmp / "s" / "whole_train" / "files.txt").read_text().splitlines()
+    imgs = tmp / "s" / "train"
+    for line, (mode, kind) in zip(lines, (("L", "JPEG"), ("CMYK", "JPEG"), ("RGB", "PNG"))):
+        path = imgs / line.split()[0]
+        Image.open(path).convert(mode).save(path, kind)
+    lst = tmp / "list.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    return lst, imgs
 
 
 @pytest.mark.caffe
-def test_resized_records_close_to_convert_imageset_and_mean_matches(tmp_path, synth_dir, caffe_bin):
-    lst = _list(tmp_path, synth_dir, n=30)
-    subprocess.run([_tool(caffe_bin, "convert_imageset"), "--resize_height", "20", "--resize_width", "26",
-                    str(synth_dir / "train") + "/", str(lst), str(tmp_path / "cv")], check=True, capture_output=True)
-    build_db(lst, synth_dir / "train", tmp_path / "tf", classes=20, resize=(26, 20), shuffle=False, progress=False)
-    cv, tf = list(iter_db(tmp_path / "cv")), list(iter_db(tmp_path / "tf"))
-    assert [k for k, _ in cv] == [k for k, _ in tf]
-    for (_, a), (_, b) in zip(cv, tf):
-        da, db = Datum.from_bytes(a), Datum.from_bytes(b)
-        assert (da.channels, da.height, da.width, da.label, da.encoded) == (db.channels, db.height, db.width,
-                                                                             db.label, db.encoded)
-        assert np.abs(da.image().astype(int) - db.image().astype(int)).max() <= 3
-    subprocess.run([_tool(caffe_bin, "compute_image_mean"), str(tmp_path / "cv"), str(tmp_path / "cv.binaryproto")],
+@pytest.mark.parametrize("args,kwargs", [
+    (["--resize_height", "256", "--resize_width", "256"], dict(resize=(256, 256))),
+    (["--resize_height", "227", "--resize_width", "300", "--encoded"], dict(resize=(300, 227), encoded=True)),
+    (["--encoded"], dict(encoded=True)),
+], ids=["resized", "resized-encoded", "encoded"])
+def test_records_identical_to_convert_imageset(tmp_path, odd_images, caffe_bin, args, kwargs):
+    """Byte for byte, no tolerance: OpenCV decodes, converts and resizes as in Caffe (its version's
+    libjpeg and OpenCV pinned by these 40 images, grey, CMYK and PNG among them)."""
+    lst, imgs = odd_images
+    subprocess.run([_tool(caffe_bin, "convert_imageset"), *args, str(imgs) + "/", str(lst), str(tmp_path / "cv")],
                    check=True, capture_output=True)
-    r = CliRunner().invoke(main, ["mean", "--db", str(tmp_path / "cv"), "--out", str(tmp_path / "tf.binaryproto")])
+    build_db(lst, imgs, tmp_path / "tf", classes=20, shuffle=False, progress=False, **kwargs)
+    cv, tf = list(iter_db(tmp_path / "cv")), list(iter_db(tmp_path / "tf"))
+    assert len(cv) == len(tf) == 40
+    assert [k for k, _ in cv] == [k for k, _ in tf]
+    differ = [k for (k, a), (_, b) in zip(cv, tf) if a != b]
+    assert differ == []
+
+
+@pytest.mark.caffe
+def test_mean_matches_compute_image_mean(tmp_path, odd_images, caffe_bin):
+    lst, imgs = odd_images
+    build_db(lst, imgs, tmp_path / "db", classes=20, resize=(64, 48), progress=False)
+    subprocess.run([_tool(caffe_bin, "compute_image_mean"), str(tmp_path / "db"), str(tmp_path / "cv.binaryproto")],
+                   check=True, capture_output=True)
+    r = CliRunner().invoke(main, ["mean", "--db", str(tmp_path / "db"), "--out", str(tmp_path / "tf.binaryproto")])
     assert r.exit_code == 0, r.output
     ref, ours = read_blob(tmp_path / "cv.binaryproto"), read_blob(tmp_path / "tf.binaryproto")
     assert (ref.num, ref.channels, ref.height, ref.width, ref.shape) == (ours.num, ours.channels, ours.height,

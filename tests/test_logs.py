@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from transferfeat.logs import elapsed, parse_files, parse_segment
-from transferfeat.netdir import NetDir, segment_order
+from transferfeat.folder import NetFolder as NetDir, segment_order
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

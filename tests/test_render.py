@@ -4,7 +4,7 @@ import pytest
 
 from conftest import REFERENCE_NETS
 from transferfeat.errors import Error
-from transferfeat.netdir import NetDir
+from transferfeat.folder import NetFolder as NetDir
 from transferfeat.prototxt import parse
 from transferfeat.render import Renderer, num
 from transferfeat.study import Study
@@ -18,24 +18,41 @@ def test_num_formats_like_2014():
     assert num(2.0, 0) == "2"
 
 
-@pytest.mark.parametrize("name", REFERENCE_NETS)
-def test_v0_matches_the_original_byte_for_byte(shared, tmp_path, name):
-    ref = shared / "results" / name
+def _matches_reference(ref, name, tmp_path):
     out = tmp_path / "results"
     # The original's folders sat at convnet_transfer/results/<net>, data under ilsvrc12/data.
     Renderer(PAPER, "v0").render(PAPER.net(name), out, data_root=tmp_path / "ilsvrc12" / "data")
     for f in FILES:
         assert (out / name / f).read_bytes() == (ref / f).read_bytes(), f
-    # The reference copies the links as small text files holding their targets.
+    # The reference holds the links as real links, or as small text files holding their targets
+    # (depending on how it was copied).
     for link in ("basenet", "imagenet_train_leveldb", "imagenet_val_leveldb"):
-        if not (ref / link).exists():
+        if not ((ref / link).is_symlink() or (ref / link).exists()):
             assert not (out / name / link).is_symlink()
             continue
-        want = (ref / link).read_text()
+        want = os.readlink(ref / link) if (ref / link).is_symlink() else (ref / link).read_text()
         if name.startswith("reduced") and link == "imagenet_train_leveldb":
             # The original named this one folder "reduced-0010"; tf uses one scheme, reduced0010_train.
             want = want.replace("reduced-0010", "reduced0010_train")
         assert os.readlink(out / name / link) == want
+
+
+@pytest.mark.parametrize("name", REFERENCE_NETS)
+def test_v0_matches_the_original_byte_for_byte(shared, tmp_path, name):
+    _matches_reference(shared / "results" / name, name, tmp_path)
+
+
+def test_reference_links_may_be_real_links(shared, tmp_path):
+    name = "transfer0A0B_1_3"
+    ref = tmp_path / "ref" / name
+    ref.mkdir(parents=True)
+    for p in (shared / "results" / name).iterdir():
+        if p.name in ("basenet", "imagenet_train_leveldb", "imagenet_val_leveldb"):
+            os.symlink(os.readlink(p) if p.is_symlink() else p.read_text(), ref / p.name)   # dangling, as copied
+        elif p.suffix == ".prototxt":
+            (ref / p.name).write_bytes(p.read_bytes())
+    assert (ref / "basenet").is_symlink() and not (ref / "basenet").exists()
+    _matches_reference(ref, name, tmp_path)
 
 
 @pytest.mark.parametrize("dialect", ["v0", "caffe1"])
@@ -43,11 +60,51 @@ def test_every_net_renders(tmp_path, dialect):
     r = Renderer(PAPER, dialect)
     for net in PAPER.nets.values():
         r.render(net, tmp_path)
-    assert len(list(tmp_path.iterdir())) == 170
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PAPER.nets)
 
 
 def _layers(msg):
     return {l.one("name"): l for l in msg.all("layer")}
+
+
+@pytest.mark.parametrize("name", list(PAPER.nets))
+def test_v0_parses_back_with_expected_names_and_rates(name):
+    """The 2014 dialect: ``layers { layer { … } bottom top }``, blobs_lr/weight_decay, padding layers."""
+    net = PAPER.net(name)
+    files = Renderer(PAPER, "v0").files(net)
+    frozen, renamed = set(net.frozen(PAPER.arch)), set(net.renamed(PAPER.arch))
+    for fname, source, batch in (("imagenet_train.prototxt", "imagenet_train_leveldb", 256),
+                                 ("imagenet_val.prototxt", "imagenet_val_leveldb", 50)):
+        outer = parse(files[fname], f"{name}/{fname}").all("layers")
+        inner = [l.one("layer") for l in outer]
+        names = [l.one("name") for l in inner]
+        data = inner[0]
+        assert (data.one("type"), data.one("source"), data.one("meanfile"), data.one("batchsize"),
+                data.one("cropsize"), data.one("mirror")) == ("data", source, "imagenet_mean.binaryproto", batch,
+                                                             227, fname.startswith("imagenet_train"))
+        blob = "data"
+        for layer in PAPER.arch.layers:
+            lname = layer.name + "-new" if layer.name in renamed else layer.name
+            i = names.index(lname)
+            bottoms = outer[i].all("bottom")
+            if net.padding_layers and layer.get("pad"):
+                pad = names[i - 1]
+                assert inner[i - 1].one("type") == "padding" and inner[i - 1].one("pad") == layer.get("pad")
+                assert outer[i - 1].all("bottom") == [blob] and bottoms == [pad]
+                assert inner[i].one("pad") is None
+            else:
+                assert bottoms == [blob] and inner[i].one("pad") == layer.get("pad")
+            if layer.learnable and fname.startswith("imagenet_train"):
+                rates = (inner[i].all("blobs_lr"), inner[i].all("weight_decay"))
+                assert rates == (([0, 0], [0, 0]) if layer.name in frozen else ([1, 2], [1, 0])), lname
+                assert inner[i].one("weight_filler").one("std") == layer.get("weight_std")
+            if layer.type not in ("relu", "dropout"):
+                blob = outer[i].one("top")
+        tail = [l.one("type") for l in inner[-2:]] if fname.startswith("imagenet_val") else [inner[-1].one("type")]
+        assert tail == (["softmax", "accuracy"] if fname.startswith("imagenet_val") else ["softmax_loss"])
+        assert outer[-1 if fname.startswith("imagenet_train") else -2].all("bottom")[0] == blob
+    solver = parse(files["imagenet_solver.prototxt"])
+    assert solver.one("max_iter") == PAPER.max_iter(net) and solver.one("train_net") == "imagenet_train.prototxt"
 
 
 @pytest.mark.parametrize("name", list(PAPER.nets))

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from transferfeat.cli import main
-from transferfeat.results import SERIES, parse_root, summarize
+from transferfeat.results import parse_root, summarize
 from transferfeat.study import Study
 
 
@@ -30,13 +30,15 @@ def test_results_json_on_the_authors_logs(shared):
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     with_logs = [d.name for d in (shared / "results").iterdir() if any(p.suffix == ".gz" for p in d.iterdir())]
-    assert sorted(data["nets"]) == sorted(with_logs) and len(data["nets"]) == 148
-    assert len(data["missing"]) == 22 and all(m.startswith("transfer-ft") for m in data["missing"])
+    study = Study.load()
+    assert sorted(data["nets"]) == sorted(with_logs)
+    assert sorted(data["missing"]) == sorted(set(study.nets) - set(with_logs))
+    assert all(study.net(m).family == "transfer-ft" for m in data["missing"])
     h = data["nets"]["half0A"]
     assert (h["iterations"], h["tests"], h["classes"], h["top1_last"]) == (450000, 450, 500, 0.614559)
     assert h["top1_best"] >= h["top1_top10_mean"] >= h["top1_last"]
     assert data["nets"]["netbase"]["classes"] == 1000
-    assert set(data["series"]) == set(SERIES)
+    assert set(data["series"]) == set(Study.load().series())
     s = data["series"]
     assert list(s["transfer_AnB"]) == [str(n) for n in range(1, 8)]
     # The paper's findings, read off the authors' own logs.
@@ -79,13 +81,15 @@ def test_cache_is_used_and_invalidated(tmp_path, cache_home):
 
 
 def test_plot_writes_every_figure(shared, tmp_path):
-    r = run("plot", "--root", shared / "results", "--out", tmp_path / "figs", "--format", "png,pdf")
+    r = run("plot", "--root", shared / "results", "--out", tmp_path / "figs", "--image-format", "png,pdf")
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     stems = ["fig2_top", "fig2_bottom", "fig2_bottom_annotated", "fig3", "reduced"]
     assert names == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in names)
-    assert "22 of 170 nets have no logs yet" in r.output
+    study = Study.load()
+    with_logs = [d for d in (shared / "results").iterdir() if any(p.suffix == ".gz" for p in d.iterdir())]
+    assert f"{len(study.nets) - len(with_logs)} of {len(study.nets)} nets have no logs yet" in r.output
     r = run("plot", "--root", shared / "results", "--out", tmp_path / "c", "curves", "half0A", "transfer-ft0A0B_1_6")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["curves_half0A.png", "curves_transfer-ft0A0B_1_6.png"]
@@ -97,7 +101,8 @@ def test_plot_compare_and_partial(shared, tmp_path):
         shutil.copytree(shared / "results" / net, part / net, symlinks=True)
     r = run("plot", "--root", part, "--out", tmp_path / "figs", "--compare", shared / "results")
     assert r.exit_code == 0, r.output
-    assert "166 of 170 nets have no logs yet" in r.output
+    total = len(Study.load().nets)
+    assert f"{total - 4} of {total} nets have no logs yet" in r.output
     assert (tmp_path / "figs" / "fig2_bottom.png").stat().st_size > 5000
 
 
@@ -107,5 +112,5 @@ def test_plot_errors(tmp_path):
     assert r.exit_code == 1 and "no net of study 'paper' has logs" in r.output
     r = CliRunner().invoke(main, ["results", "--root", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "does not exist" in r.output
-    r = CliRunner().invoke(main, ["plot", "--root", str(tmp_path), "--format", "gif"])
+    r = CliRunner().invoke(main, ["plot", "--root", str(tmp_path), "--image-format", "gif"])
     assert r.exit_code == 2

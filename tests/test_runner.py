@@ -11,9 +11,12 @@ from click.testing import CliRunner
 
 from conftest import tiny_study_file
 from transferfeat.cli import main
-from transferfeat.netdir import NetDir
+from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
-from transferfeat.runner import Pool, status
+from transferfeat.engines.caffe import CaffeEngine
+from transferfeat.folder import StudyFolder
+from transferfeat.schedulers.local import Pool
+from transferfeat.training import status
 from transferfeat.study import Study
 
 
@@ -96,7 +99,7 @@ def test_pool_follows_per_net_dependencies(setup, monkeypatch):
     study, root = setup
     monkeypatch.setenv("FAKE_CAFFE_DELAY", "0.01")
     nets = study.select(["half0A", "half0B", "transfer0A0B_1_1", "transfer0B0A_1_1", "transfer0A0A_1_1"])
-    s = Pool(study, root, nets, [None, None], echo=lambda *_: None, interval=0.5).run()
+    s = Pool(StudyFolder(root, study), nets, [None, None], CaffeEngine(), echo=lambda *_: None, interval=0.5).run()
     assert sorted(s.done) == sorted(n.name for n in nets) and not s.failed
     end = {n: calls(root, n)[0]["end"] for n in ("half0A", "half0B")}
     for t in ("transfer0A0B_1_1", "transfer0A0A_1_1"):
@@ -104,7 +107,7 @@ def test_pool_follows_per_net_dependencies(setup, monkeypatch):
     assert calls(root, "transfer0B0A_1_1")[0]["start"] >= end["half0B"]
     run_state = json.loads((root / "tf-run.json").read_text())
     assert sorted(run_state["done"]) == sorted(s.done) and run_state["running"] == {}
-    again = Pool(study, root, nets, [None], echo=lambda *_: None).run()
+    again = Pool(StudyFolder(root, study), nets, [None], CaffeEngine(), echo=lambda *_: None).run()
     assert sorted(again.skipped) == sorted(s.done) and again.done == []
 
 
@@ -114,7 +117,7 @@ def test_pool_starts_a_dependant_before_other_bases_finish(setup, monkeypatch):
     monkeypatch.setenv("FAKE_CAFFE_DELAY", "0.002")
     (root / "half0B" / "fake-caffe-delay").write_text("0.1")
     nets = study.select(["half0A", "half0B", "transfer0A0B_1_2"])
-    result = Pool(study, root, nets, [None, None], echo=lambda *_: None, interval=0.5).run()
+    result = Pool(StudyFolder(root, study), nets, [None, None], CaffeEngine(), echo=lambda *_: None, interval=0.5).run()
     assert sorted(result.done) == ["half0A", "half0B", "transfer0A0B_1_2"]
     a, b, t = (calls(root, n)[0] for n in ("half0A", "half0B", "transfer0A0B_1_2"))
     assert a["end"] <= t["start"] < b["end"]
@@ -125,7 +128,7 @@ def test_retry_then_fail_and_block_dependants(setup, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "15")
     monkeypatch.setenv("FAKE_CAFFE_CRASH_ONCE", str(tmp_path / "crashed-once"))
     nets = study.select(["half1A"])
-    s = Pool(study, root, nets, [None], retries=1, echo=lambda *_: None, interval=0.5).run()
+    s = Pool(StudyFolder(root, study), nets, [None], CaffeEngine(), retries=1, echo=lambda *_: None, interval=0.5).run()
     assert s.done == ["half1A"] and s.attempts["half1A"] == 2
     argv = calls(root, "half1A")[1]["argv"]
     assert argv[argv.index("-snapshot") + 1] == "caffe_imagenet_train_iter_10.solverstate"
@@ -134,23 +137,23 @@ def test_retry_then_fail_and_block_dependants(setup, monkeypatch, tmp_path):
     (root / "half2A" / "fake-caffe-crash-at").write_text("15")   # half2A crashes every time
     nets = study.select(["half2A", "transfer2A2B_1_*", "half2B"])
     lines = []
-    s = Pool(study, root, nets, [None, None], retries=2, echo=lines.append, interval=0.5).run()
+    s = Pool(StudyFolder(root, study), nets, [None, None], CaffeEngine(), retries=2, echo=lines.append, interval=0.5).run()
     assert s.failed["half2A"]["exit_code"] == 134 and "Check failed" in "\n".join(s.failed["half2A"]["last_lines"])
     assert s.attempts["half2A"] == 3
     assert sorted(s.blocked) == [f"transfer2A2B_1_{n}" for n in range(1, 8)]
     assert "half2B" in s.done                                   # the rest go on
-    assert any("block  transfer2A2B_1_1: its base net half2A is failed" in l for l in lines)
-    rows = {r["name"]: r["status"] for r in status(study, root, study.select(["half2*", "transfer2A2B_1_1"]), {})}
+    assert any("block  transfer2A2B_1_1: its base net half2A failed" in l for l in lines)
+    rows = {r["name"]: r["status"] for r in status(StudyFolder(root, study), study.select(["half2*", "transfer2A2B_1_1"]), {})}
     assert rows["half2A"] == "failed" and rows["half2B"] == "done"
     assert rows["transfer2A2B_1_1"] == "blocked on half2A"
 
 
 def test_run_cli_and_status(setup, monkeypatch):
     study, root = setup
-    r = tf("run", "half3A", "transfer3A3B_1_7", "--root", root, "--cpu-workers", "2", "--interval", "0.2")
+    r = tf("run", "half3A", "transfer3A3B_1_7", "--root", root, "--parallel", "2", "--interval", "0.2")
     assert r.exit_code == 0, r.output
     assert "2 done, 0 already done, 0 failed" in r.output
-    r = tf("run", "transfer3B3A_1_1", "--root", root, "--cpu-workers", "1")
+    r = tf("run", "transfer3B3A_1_1", "--root", root, "--parallel", "1")
     assert r.exit_code == 0 and "blocked transfer3B3A_1_1: waits for half3B" in r.output
     r = tf("status", "half3*", "transfer3A3B_1_7", "transfer3B3A_1_1", "--root", root, "--format", "json")
     rows = {x["name"]: x for x in json.loads(r.output)}
@@ -165,7 +168,7 @@ def test_run_cli_and_status(setup, monkeypatch):
 def test_ctrl_c_snapshots_and_restart_resumes(setup, fake_caffe):
     study, root = setup
     env = dict(os.environ, TF_CAFFE=str(fake_caffe), FAKE_CAFFE_DELAY="0.1")
-    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half1B", "--root", str(root), "--cpu-workers", "1",
+    cmd = [sys.executable, "-m", "transferfeat.cli", "run", "half1B", "--root", str(root), "--parallel", "1",
            "--interval", "0.2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 30
@@ -241,7 +244,7 @@ def test_sigterm_makes_tf_train_snapshot_and_stop(setup, fake_caffe):
 def test_run_reports_progress_lines(setup, monkeypatch):
     study, root = setup
     (root / "netbase" / "fake-caffe-delay").write_text("0.05")
-    r = tf("run", "netbase", "--root", root, "--cpu-workers", "1", "--interval", "0.3")
+    r = tf("run", "netbase", "--root", root, "--parallel", "1", "--interval", "0.3")
     assert r.exit_code == 0, r.output
     lines = [l for l in r.output.splitlines() if l.strip().startswith("netbase") and " iter " in l]
     assert lines and "/30" in lines[-1] and "val acc" in lines[-1] and "ETA" in lines[-1]
@@ -270,8 +273,8 @@ def test_run_without_globs_takes_the_rendered_nets(tmp_path, fake_caffe, monkeyp
     monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
     study = Study.load(tiny_study_file(tmp_path))
     root = tmp_path / "results"
-    r = tf("--study", tmp_path / "tiny.yaml", "run", "--root", root, "--cpu-workers", "1")
-    assert r.exit_code == 1 and "no rendered net under" in r.output
+    r = tf("--study", tmp_path / "tiny.yaml", "run", "--root", root, "--parallel", "1")
+    assert r.exit_code == 1 and "no rendered net of study" in r.output
     Renderer(study).render_all(study.select(["half1A", "transfer1A1B_1_4"]), root)
-    r = tf("run", "--root", root, "--cpu-workers", "2")
+    r = tf("run", "--root", root, "--parallel", "2")
     assert r.exit_code == 0 and "2 done, 0 already done, 0 failed" in r.output

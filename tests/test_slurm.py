@@ -11,9 +11,11 @@ from click.testing import CliRunner
 from conftest import tiny_study_file
 from transferfeat.cli import main
 from transferfeat.errors import Error
-from transferfeat.netdir import NetDir
+from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
-from transferfeat.slurm import Resources, job_script, read_job
+from transferfeat.engines.caffe import CaffeEngine
+from transferfeat.folder import StudyFolder
+from transferfeat.schedulers.slurm import Resources, job_script
 from transferfeat.study import Study
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,9 +25,8 @@ def test_job_script_golden():
     study = Study.load()
     res = Resources(partition="gpu", gres="gpu:1", time="10-00:00:00", account="lab", cpus_per_task=4, mem="32G",
                     extra=("--qos=long", "--comment=two words"))
-    text = job_script(study.net("transfer0A0B_1_3"), Path("/data/my results"), res,
-                      ["/opt/venv/bin/python", "-m", "transferfeat.cli"], Path("/data/my results/tf-study.yaml"),
-                      caffe="/opt/caffe/bin/caffe")
+    text = job_script(study.net("transfer0A0B_1_3"), StudyFolder(Path("/data/my results"), study), res,
+                      ["/opt/venv/bin/python", "-m", "transferfeat.cli"], CaffeEngine("/opt/caffe/bin/caffe").job_args())
     golden = FIXTURES / "job_script.golden"
     if os.environ.get("TF_UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -36,7 +37,7 @@ def test_job_script_golden():
 def test_bad_sbatch_options_are_refused(extra):
     study = Study.load()
     with pytest.raises(Error):
-        job_script(study.net("half0A"), Path("/r"), Resources(extra=(extra,)), ["tf"], Path("/r/s.yaml"))
+        job_script(study.net("half0A"), StudyFolder(Path("/r"), study), Resources(extra=(extra,)), ["tf"])
 
 
 @pytest.fixture
@@ -66,6 +67,21 @@ def test_dry_run_touches_nothing(results, monkeypatch):
     assert not list(root.glob("*/tf-job.sbatch")) and not list(root.glob("*/tf-slurm.json"))
 
 
+def test_submit_fails_when_sbatch_refuses(results, monkeypatch, tmp_path):
+    """A refused submission is a failure (exit 1) naming the net and sbatch's reason, not a skip."""
+    study, root, caffe = results
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "sbatch").write_text('#!/bin/sh\necho "sbatch: error: invalid partition specified: gpu" >&2\nexit 1\n')
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    r = CliRunner().invoke(main, ["submit", "half0A", "--root", str(root), "--partition", "gpu"])
+    assert r.exit_code == 1, r.output
+    assert "0 submitted, 0 skipped, 1 failed" in r.output
+    assert "sbatch refused half0A: sbatch failed: sbatch: error: invalid partition specified: gpu" in r.output
+    assert not NetDir(root, "half0A").read_job()
+
+
 @pytest.mark.slurm
 def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monkeypatch):
     study, root, caffe = results
@@ -73,7 +89,7 @@ def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monk
     r = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
     assert r.exit_code == 0, r.output
     assert "3 submitted" in r.output
-    jobs = {n: read_job(NetDir(root, n))["job_id"] for n in ("half0A", "transfer0A0B_1_1", "transfer0A0A_1_2")}
+    jobs = {n: NetDir(root, n).read_job()["job_id"] for n in ("half0A", "transfer0A0B_1_1", "transfer0A0A_1_2")}
     assert f"after job {jobs['half0A']} (half0A)" in r.output
     again = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
     assert "0 submitted, 3 skipped" in again.output and "already queued as job" in again.output
@@ -83,7 +99,7 @@ def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monk
         call = calls(root, t)[0]
         assert call["start"] >= base_end
         assert call["argv"][call["argv"].index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30.caffemodel"
-        assert read_job(NetDir(root, t))["state"] == "COMPLETED"
+        assert NetDir(root, t).read_job()["state"] == "COMPLETED"
         assert NetDir(root, t).final_snapshot(30)
     done = tf("submit", "half0A", "transfer0A0B_1_1", "--root", root)
     assert "0 submitted, 2 skipped" in done.output and "skipped: done" in done.output
@@ -124,7 +140,7 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     d = NetDir(root, "half3A")
     (d.path / "fake-caffe-delay").write_text("0.1")
     assert "1 submitted" in tf("submit", "half3A", "--root", root, "--caffe", caffe).output
-    job = read_job(d)["job_id"]
+    job = d.read_job()["job_id"]
     deadline = time.time() + 60
     while not d.solverstates() and time.time() < deadline:
         time.sleep(0.2)
@@ -140,7 +156,7 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     argv = second["argv"]
     assert argv[argv.index("-snapshot") + 1] == f"caffe_imagenet_train_iter_{first['last_iter']}.solverstate"
     assert d.final_snapshot(30)
-    state = read_job(d)
+    state = d.read_job()
     assert state["state"] == "COMPLETED" and state["restarts"] == 1
 
 

@@ -5,7 +5,8 @@ from click.testing import CliRunner
 
 from transferfeat.cli import main
 from transferfeat.errors import Error
-from transferfeat.splits import make_splits, published_md5s, random_halves, read_list
+from transferfeat.families import random_halves
+from transferfeat.splits import make_splits, published_md5s, read_list
 from transferfeat.study import Study
 
 
@@ -74,12 +75,12 @@ def test_split_cli_warns_loudly_on_mismatch(shared, tmp_path):
     src.mkdir(parents=True)
     text = (shared / "ilsvrc12" / "data" / "whole_valid" / "files.txt").read_text()
     (src / "files.txt").write_text(text.replace("ILSVRC2012_val_00000001.JPEG 65", "ILSVRC2012_val_00000001.JPEG 66"))
-    r = CliRunner().invoke(main, ["split", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out")])
+    r = CliRunner().invoke(main, ["split", "--source", str(tmp_path / "src"), "--data-root", str(tmp_path / "out")])
     assert r.exit_code == 0
     assert "MISMATCH" in r.output and "differ from the paper's" in r.output
     assert "half1A_valid" in r.output
 
 
 def test_split_cli_without_inputs_fails(tmp_path):
-    r = CliRunner().invoke(main, ["split", "--source", str(tmp_path), "--out", str(tmp_path / "out")])
+    r = CliRunner().invoke(main, ["split", "--source", str(tmp_path), "--data-root", str(tmp_path / "out")])
     assert r.exit_code == 1 and "no list written" in r.output

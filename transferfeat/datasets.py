@@ -1,7 +1,8 @@
 """Caffe LMDB databases (Datum records, as convert_imageset writes them) and mean files.
 
-Images are decoded and resized by a pool of threads (Pillow releases the GIL while it decodes and
-resizes, and threads spare pickling every record between processes); one thread writes the LMDB.
+Images are decoded and resized as Caffe's convert_imageset does (images.py: OpenCV) by a pool of
+threads (OpenCV releases the GIL, and threads spare pickling every record between processes); one
+thread writes the LMDB.
 A database is built into ``DB.partial`` and renamed to ``DB`` only when complete, so a folder named
 ``DB`` is a finished database. An interrupted build resumes where its last commit ended; record keys
 (``%08d_<file>``) are fixed by the list order, so a resumed build never duplicates a record.
@@ -9,7 +10,6 @@ A database is built into ``DB.partial`` and renamed to ``DB`` only when complete
 from __future__ import annotations
 
 import collections
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import atomic
+from . import atomic, images
 from .caffeproto import Datum, mean_blob, read_blob
 from .errors import Error
 from .splits import read_list
@@ -32,51 +32,24 @@ REPORT = "tf-report.json"
 
 # --------------------------------------------------------------------------- decoding
 
-def resize_bilinear(im: Image.Image, width: int, height: int) -> Image.Image:
-    """OpenCV's INTER_LINEAR resize (as convert_imageset does it): each output pixel samples the input
-    bilinearly at its half-pixel centre, with no antialiasing. Pillow's affine transform does exactly
-    that (its ``resize`` would antialias), within one level of OpenCV."""
-    if im.size == (width, height):
-        return im
-    sx, sy = im.width / width, im.height / height
-    return im.transform((width, height), Image.AFFINE, (sx, 0, 0, 0, sy, 0), resample=Image.BILINEAR)
-
-
-def _rgb(im: Image.Image, resize) -> Image.Image:
-    """Colour conversion as imread(IMREAD_COLOR) (grey and CMYK become 3 channels), then the resize."""
-    im = im if im.mode == "RGB" else im.convert("RGB")
-    return resize_bilinear(im, *resize) if resize else im
-
-
-def load_bgr(path, resize=None) -> np.ndarray:
-    """Decode an image as OpenCV's imread(IMREAD_COLOR) does: height x width x BGR uint8."""
-    with Image.open(path) as im:
-        rgb = np.asarray(_rgb(im, resize))
-    return np.ascontiguousarray(rgb[:, :, ::-1])
-
-
 def encode_datum(path, label: int, resize, encoded: bool) -> bytes:
-    """One record's value; raises OSError (missing/unreadable) or ValueError (not an image)."""
-    if encoded and not resize:
-        data = Path(path).read_bytes()
-        with Image.open(io.BytesIO(data)) as im:     # reject files that are not images
-            im.verify()
-        return Datum(data=data, label=label, encoded=True).to_bytes()
-    with Image.open(path) as im:
-        rgb = _rgb(im, resize)
-        if encoded:
-            buf = io.BytesIO()
-            rgb.save(buf, "JPEG", quality=95)
-            return Datum(data=buf.getvalue(), label=label, encoded=True).to_bytes()
-        r, g, b = rgb.split()                         # planar BGR, as Caffe's CVMatToDatum lays it out
-        return Datum(3, rgb.height, rgb.width, b.tobytes() + g.tobytes() + r.tobytes(), label, False).to_bytes()
+    """One record's value, as ReadImageToDatum makes it; raises OSError (missing/unreadable) or
+    ValueError (not an image)."""
+    data = Path(path).read_bytes()
+    img = images.decode(data, resize)                   # convert_imageset skips what OpenCV cannot read
+    if encoded:
+        if not resize:
+            return Datum(data=data, label=label, encoded=True).to_bytes()
+        ext = Path(path).suffix[1:] or "jpg"
+        return Datum(data=images.encode(img, ext), label=label, encoded=True).to_bytes()
+    return Datum(3, img.shape[0], img.shape[1], images.planar(img), label, False).to_bytes()
 
 
 def _work(job):
     index, path, label, resize, encoded = job
     try:
         return index, encode_datum(path, label, resize, encoded), None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError) as e:
         return index, None, f"{type(e).__name__}: {e}"
 
 
@@ -84,7 +57,7 @@ def decode_datum(value) -> np.ndarray:
     """A record's pixels as (channels, height, width) uint8, decoding encoded records."""
     d = Datum.from_bytes(value)
     if d.encoded:
-        return load_bgr(io.BytesIO(d.data)).transpose(2, 0, 1)
+        return images.decode(d.data).transpose(2, 0, 1)
     return d.image()
 
 
@@ -121,7 +94,7 @@ def estimate_bytes(entries, images: Path, resize, encoded: bool, sample: int = 2
 
 
 def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False, shuffle=True, seed=0,
-             workers=None, max_skip=0.01, progress=True, log=print,
+             threads=None, max_skip=0.01, progress=True, log=print,
              commit_every=COMMIT_EVERY) -> BuildResult:
     """Write an LMDB of Datum records for every line of ``list_file``."""
     list_file, images, out = Path(list_file), Path(images), Path(out)
@@ -169,8 +142,8 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
             state["done"], state["skipped"] = upto, skipped
             atomic.write_text(progress_file, json.dumps(state))
 
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-            for index, value, err in _in_order(pool, _work, jobs, window=64 * (workers or os.cpu_count() or 1)):
+        with ThreadPoolExecutor(max_workers=threads or os.cpu_count()) as pool:
+            for index, value, err in _in_order(pool, _work, jobs, window=64 * (threads or os.cpu_count() or 1)):
                 e = entries[order[index]]
                 if value is None:
                     skipped.append((index, order[index] + 1, e.path, err))
@@ -197,6 +170,46 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     os.replace(partial, out)
     progress_file.unlink(missing_ok=True)
     return BuildResult(out, written, skipped, start)
+
+
+def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):
+    """``tf db``'s two forms: (jobs as ``study_builds`` gives them, resize (W, H) or None)."""
+    if list_file or out:
+        if not (list_file and out and images) or datasets or all_:
+            raise Error("the low-level form needs --list, --images and --out, and no DATASET")
+        return [(str(out), Path(list_file), Path(images), Path(out))], resize
+    if all_ == bool(datasets) or images is None:
+        raise Error("name DATASETs or give --all, with --images DIR (or use --list/--images/--out)")
+    if resize is None and study.config.input.resize:
+        resize = (study.config.input.resize,) * 2
+    return study_builds(study, study.datasets() if all_ else datasets, data_root, images), resize or None
+
+
+def study_builds(study, names, data_root, images) -> list[tuple[str, Path, Path, Path]]:
+    """(dataset, list file, image folder, database) for each named dataset of ``study``: a training
+    set reads ``images/train``, a validation set ``images/val``."""
+    from .folder import DatasetFolder
+    known = study.datasets()
+    out = []
+    for name in names:
+        if name not in known:
+            raise Error(f"{name!r} is not a dataset of study {study.config.name!r} (e.g. {', '.join(known[:4])}…)")
+        d = DatasetFolder(data_root, name)
+        part = "train" if study.dataset_specs[name].part == "train" else "val"
+        out.append((name, d.files, Path(images) / part, d.lmdb))
+    return out
+
+
+def study_mean(study, dataset: str, data_root, out=None, progress=True) -> tuple[Path, np.ndarray]:
+    """Compute and write the mean of a dataset's LMDB (to its folder's mean file, or ``out``)."""
+    from .folder import DatasetFolder
+    if dataset not in study.datasets():
+        raise Error(f"{dataset!r} is not a dataset of study {study.config.name!r}")
+    d = DatasetFolder(data_root, dataset)
+    mean = compute_mean(d.lmdb, progress=progress)
+    path = Path(out) if out else d.mean
+    write_mean(mean, path)
+    return path, mean
 
 
 def _in_order(pool, fn, jobs, window: int):

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .datasets import build_db, compute_mean, write_mean
+from .datasets import build_db, study_builds, study_mean
+from .engines import Engine
 from .errors import Error
-from .netdir import dataset_dir
+from .folder import DatasetFolder, StudyFolder
 from .plots import plot_all
 from .render import Renderer
 from .results import parse_root, summarize
-from .runner import Pool
+from .schedulers.local import Pool
 from .splits import make_splits
 from .study import Net, Study
 from .synth import synthesize
@@ -21,21 +22,13 @@ from .synth import synthesize
 DEFAULT_NETS = ("half0A", "half0B", "transfer0A0B_1_*", "transfer0A0A_1_*", "transfer-ft0A0B_1_*", "transfer-ft0A0A_1_*")
 
 
-def with_bases(study: Study, nets: list[Net]) -> list[Net]:
-    names = {n.name for n in nets}
-    for n in nets:
-        if n.base:
-            names.add(n.base)
-    return [n for n in study.nets.values() if n.name in names]
-
-
 def prepare_data(study: Study, out: Path, nets: list[Net], echo: Callable = print) -> Path:
     """Synthetic images, list files, databases and means for ``nets`` under ``out`` (reused when present)."""
     ds = study.config.datasets
     if ds.valid_per_class is None or not study.config.input.resize:
         raise Error(f"study {study.config.name!r} needs datasets.valid_per_class and input.resize for synthetic data")
     images = out / "synth"
-    if not (images / "whole_valid" / "files.txt").is_file():
+    if not DatasetFolder(images, "whole_valid").files.is_file():
         partial = out / "synth.partial"
         shutil.rmtree(partial, ignore_errors=True)
         size = study.config.input.resize
@@ -44,34 +37,33 @@ def prepare_data(study: Study, out: Path, nets: list[Net], echo: Callable = prin
         echo(f"synth: {info['classes']} classes, {info['train']} train and {info['valid']} val images in {images}")
     data = out / "data"
     needed = sorted({d for n in nets for d in (n.train, n.valid)})
-    if not all((dataset_dir(data, d) / "files.txt").is_file() for d in needed):
+    if not all(DatasetFolder(data, d).files.is_file() for d in needed):
         written, _ = make_splits(study, images, data)
         echo(f"split: {len(written)} list files in {data}")
-    for d in needed:
-        db = dataset_dir(data, d) / "lmdb"
+    for name, files, folder, db in study_builds(study, needed, data, images):
         if not db.exists():
-            part = "train" if d.endswith("_train") else "val"
-            r = build_db(dataset_dir(data, d) / "files.txt", images / part, db, classes=ds.classes, progress=False)
-            echo(f"db: {d}: {r.written} records")
+            r = build_db(files, folder, db, classes=ds.classes, progress=False)
+            echo(f"db: {name}: {r.written} records")
     for d in sorted({n.mean for n in nets}):
-        path = dataset_dir(data, d) / "mean.binaryproto"
-        if not path.exists():
-            write_mean(compute_mean(dataset_dir(data, d) / "lmdb", progress=False), path)
+        if not DatasetFolder(data, d).mean.exists():
+            path, _ = study_mean(study, d, data, progress=False)
             echo(f"mean: {path}")
     return data
 
 
-def demo(out, patterns=None, study: Study = None, workers: int = None, echo: Callable = print, interval=15.0):
+def demo(out, engine: Engine, patterns=None, study: Study = None, parallel: int = None, echo: Callable = print,
+         interval=15.0) -> dict:
     """Run the miniature study into ``out``; returns the results summary."""
     out = Path(out)
     study = study or Study.load("mini")
-    nets = with_bases(study, study.select(patterns or DEFAULT_NETS))
+    nets = study.with_bases(study.select(patterns or DEFAULT_NETS))
     echo(f"demo: {len(nets)} nets of study {study.config.name!r} into {out}")
     data = prepare_data(study, out, nets, echo)
     results = out / "results"
     Renderer(study).render_all(nets, results, data)
-    workers = workers or os.cpu_count() or 1
-    summary = Pool(study, results, nets, [None] * workers, retries=1, threads=1, echo=echo, interval=interval).run()
+    parallel = parallel or os.cpu_count() or 1
+    folder = StudyFolder(results, study)
+    summary = Pool(folder, nets, [None] * parallel, engine, retries=1, threads=1, echo=echo, interval=interval).run()
     if summary.failed or summary.interrupted:
         raise Error(f"demo: {len(summary.failed)} failed, {len(summary.interrupted)} interrupted: "
                     f"{', '.join(list(summary.failed) + summary.interrupted)}; run it again to resume")
@@ -79,3 +71,16 @@ def demo(out, patterns=None, study: Study = None, workers: int = None, echo: Cal
     for p in plot_all(study, result, out / "figures"):
         echo(f"wrote {p}")
     return result
+
+
+def report(study: Study, summary: dict, out: Path, seconds: float) -> list[str]:
+    """The demo's closing lines: the base nets against chance, and where everything is."""
+    base = [m["top1_top10_mean"] for n, m in summary["nets"].items() if not study.net(n).base
+            and study.net(n).series == "baseB"]
+    lines = []
+    if base:
+        chance = 1 / min(m["classes"] for m in summary["nets"].values())
+        lines.append(f"base nets: top-1 {min(base):.3f}..{max(base):.3f} "
+                     f"({min(base) / chance:.1f}x chance {chance:.3f})")
+    lines.append(f"demo finished in {seconds:.0f}s: results in {out / 'results'}, figures in {out / 'figures'}")
+    return lines

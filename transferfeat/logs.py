@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .netdir import segment_order
+from .folder import segment_order
 
 _LOSS = re.compile(rb"Iteration (\d+(?: \([^)\n]*\))?, loss = [^\s,]+)")
 _LR = re.compile(rb"Iteration (\d+, lr = [^\s,]+)")

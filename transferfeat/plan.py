@@ -1,14 +1,74 @@
-"""Schedule estimates for the study's dependency DAG on N GPUs.
+"""The one planning function (which nets to train, in which order, each after which net), and
+schedule estimates for the study's dependency DAG on N GPUs.
 
-Two policies are compared: per-net dependencies (a transfer net starts as soon as its own base net
-is done) and the original README's block barriers (all of block one, then all of block two).
+``schedule`` serves every scheduler (the local pool, SLURM). The estimates compare two policies:
+per-net dependencies (a transfer net starts as soon as its own base net is done) and the original
+README's block barriers (all of block one, then all of block two).
 """
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .study import Net, Study
+
+
+@dataclass
+class Plan:
+    order: list = field(default_factory=list)       # nets to train: bases first, most-needed first
+    after: dict = field(default_factory=dict)       # net name -> the net it waits for (None: none)
+    done: list = field(default_factory=list)        # already done
+    blocked: dict = field(default_factory=dict)     # net name -> (its base net, why)
+
+
+def schedule(folder, nets: list[Net], elsewhere=frozenset()) -> Plan:
+    """Plan ``nets`` in results folder ``folder`` (a StudyFolder). A net waits for its base net when
+    that is selected or in ``elsewhere`` (being trained by something else: queued jobs, another
+    pool) and not done; it is blocked when its base is none of these, or blocked itself."""
+    study = folder.study
+    selected = {n.name for n in nets}
+    plan = Plan()
+    for net in study.with_bases(nets):                  # catalog order: bases before dependants
+        if net.name not in selected:
+            continue
+        if folder.is_done(net.name):
+            plan.done.append(net.name)
+            continue
+        base = net.base
+        if base is None or folder.is_done(base):
+            plan.after[net.name] = None
+        elif base in plan.blocked:
+            plan.blocked[net.name] = (base, "blocked")
+            continue
+        elif base in plan.after or base in elsewhere:
+            plan.after[net.name] = base
+        else:
+            plan.blocked[net.name] = (base, "neither done, selected nor running elsewhere")
+            continue
+        plan.order.append(net)
+    need = {n.name: 0 for n in plan.order}
+    for n in plan.order:
+        if plan.after[n.name] in need:
+            need[plan.after[n.name]] += 1
+    rank = {n: i for i, n in enumerate(study.nets)}
+    plan.order.sort(key=lambda n: (-need[n.name], rank[n.name]))
+    plan.order = _bases_first(plan.order, plan.after)
+    return plan
+
+
+def _bases_first(nets: list[Net], after: dict) -> list[Net]:
+    """``nets`` in their order, except that a net never comes before the net it waits for."""
+    out, placed = [], set()
+    names = {n.name for n in nets}
+    waiting = list(nets)
+    while waiting:
+        rest = [n for n in waiting if after.get(n.name) in names and after[n.name] not in placed]
+        for n in waiting:
+            if n not in rest:
+                out.append(n)
+                placed.add(n.name)
+        waiting = rest
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,7 +127,26 @@ def simulate(nets: list[Net], days: dict[str, float], gpus: int, barrier: bool) 
     return Schedule(gpus, now, sum(days.values()))
 
 
-def plan(study: Study, nets: list[Net], gpus: list[int], days_per_net: float) -> list[tuple[Schedule, Schedule]]:
+def estimate(study: Study, nets: list[Net], gpus: list[int], days_per_net: float) -> list[tuple[Schedule, Schedule]]:
     """(per-net dependencies, block barriers) for each GPU count."""
     days = durations(study, nets, days_per_net)
     return [(simulate(nets, days, g, False), simulate(nets, days, g, True)) for g in gpus]
+
+
+def describe(study: Study, nets: list[Net], result) -> tuple[dict, list[str]]:
+    """``estimate``'s answer as a JSON document and as text lines (the DAG, then a table)."""
+    from .formats import table
+    dag = {n.name: list(n.requires) for n in nets}
+    data = {"requires": dag, "schedules": [
+        {"gpus": a.gpus, "per_net": {"makespan_days": a.makespan, "utilisation": a.utilisation},
+         "blocks": {"makespan_days": b.makespan, "utilisation": b.utilisation}} for a, b in result]}
+    roots = [n for n in nets if not n.requires]
+    lines = [f"{len(nets)} nets: {len(roots)} with no prerequisite (block one), {len(nets) - len(roots)} after a base net"]
+    for base in roots:
+        deps = [n.name for n in study.dependants(base.name) if n.name in dag]
+        if deps:
+            lines.append(f"  {base.name} <- {len(deps)}: {' '.join(deps)}")
+    rows = [[a.gpus, f"{a.makespan:.1f}", f"{a.utilisation:.0%}", f"{b.makespan:.1f}", f"{b.utilisation:.0%}",
+             f"{b.makespan / a.makespan:.2f}x" if a.makespan else "-"] for a, b in result]
+    lines += ["", table(rows, ["gpus", "per-net days", "util", "blocks days", "util", "blocks/per-net"])]
+    return data, lines

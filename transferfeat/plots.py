@@ -14,7 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .results import series_points  # noqa: E402
 from .study import Study  # noqa: E402
 
 # (label, marker, face colour, edge colour, x offset): the paper's Figure 2 legend.
@@ -63,9 +62,9 @@ def fig2_top(study, summary, other=None, other_label="other"):
         for name, m in data["nets"].items():
             if name not in study.nets:
                 continue
-            for s, x in series_points(study.net(name), study):
-                if s in STYLE:
-                    groups.setdefault(s, []).append((x, m["top1_top10_mean"]))
+            net = study.net(name)
+            if net.series in STYLE:
+                groups.setdefault(net.series, []).append((net.x, m["top1_top10_mean"]))
         for s, (text, marker, face, edge, dx) in STYLE.items():
             pts = groups.get(s)
             if not pts:

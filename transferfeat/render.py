@@ -14,9 +14,9 @@ import yaml
 
 from . import atomic
 from .errors import Error
-from .netdir import NetDir, SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, dataset_dir, relpath
+from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolder, StudyFolder, relpath
 from .resources import templates_dir
-from .study import STUDY_COPY, Net, Study
+from .study import Net, Study
 
 # What differs between dialects beyond spelling: the database kind and how padding is expressed.
 DIALECTS = {
@@ -124,13 +124,7 @@ class Renderer:
 
     def link_names(self) -> SimpleNamespace:
         """Names of the links a net folder holds, as the prototxts refer to them."""
-        if self.image_data:
-            return SimpleNamespace(train="imagenet_train_files.txt", valid="imagenet_val_files.txt",
-                                   train_images="imagenet_train_images", valid_images="imagenet_val_images",
-                                   mean="imagenet_mean.binaryproto")
-        db = self.spec.db
-        return SimpleNamespace(train=f"imagenet_train_{db}", valid=f"imagenet_val_{db}",
-                               mean="imagenet_mean.binaryproto")
+        return NetFolder.link_names(self.spec.db, self.image_data)
 
     def files(self, net: Net) -> dict[str, str]:
         """The text of the three prototxt files of ``net``."""
@@ -151,31 +145,33 @@ class Renderer:
     def link_targets(self, net: Net, data_root, images=None) -> dict[str, Path]:
         """Where each link of the net's folder points (absolute; made relative when written)."""
         names = self.link_names()
-        out = {names.mean: dataset_dir(data_root, net.mean) / "mean.binaryproto"}
+        train, valid = DatasetFolder(data_root, net.train), DatasetFolder(data_root, net.valid)
+        out = {names.mean: DatasetFolder(data_root, net.mean).mean}
         if self.image_data:
             if images is None:
                 raise Error("ImageData layers need the image folder (--images DIR with train/ and val/)")
-            out[names.train] = dataset_dir(data_root, net.train) / "files.txt"
-            out[names.valid] = dataset_dir(data_root, net.valid) / "files.txt"
+            out[names.train], out[names.valid] = train.files, valid.files
             out[names.train_images] = Path(images) / "train"
             out[names.valid_images] = Path(images) / "val"
         else:
-            out[names.train] = dataset_dir(data_root, net.train) / self.spec.db
-            out[names.valid] = dataset_dir(data_root, net.valid) / self.spec.db
+            out[names.train], out[names.valid] = train.db(self.spec.db), valid.db(self.spec.db)
         return out
 
     def render_all(self, nets, out, data_root=None, images=None) -> None:
-        """Render ``nets`` under ``out`` and keep the study there."""
+        """Keep the study under ``out`` (refused if it holds another study's nets) and render ``nets`` there."""
+        self.keep_study(out)
         for net in nets:
             self.render(net, out, data_root=data_root, images=images)
-        self.keep_study(out)
 
     def keep_study(self, out) -> None:
         """Keep a copy of the study in the results folder, so later commands find it there."""
         text = self.study.path.read_text()
-        path = Path(out) / STUDY_COPY
+        path = StudyFolder(out, self.study).study_copy
         if path.is_file():
-            other = yaml.safe_load(path.read_text()) or {}
+            try:
+                other = yaml.safe_load(path.read_text()) or {}
+            except (yaml.YAMLError, UnicodeDecodeError):
+                raise Error(f"{path}: not a study file; move it away to render into {out}") from None
             if isinstance(other, dict) and other.get("name") not in (None, self.study.config.name):
                 raise Error(f"{out} holds the nets of study {other.get('name')!r}; render study "
                             f"{self.study.config.name!r} into another folder")
@@ -187,7 +183,7 @@ class Renderer:
         """Write (or refresh) the folder of ``net`` under ``out``; logs and snapshots are never touched."""
         out = Path(out)
         data_root = Path(data_root) if data_root else out.parent / "data"
-        d = NetDir(out, net.name)
+        d = NetFolder(out, net.name)
         d.path.mkdir(parents=True, exist_ok=True)
         for fname, text in self.files(net).items():
             path = d.path / fname
@@ -195,7 +191,7 @@ class Renderer:
                 atomic.write_text(path, text)
         links = {k: relpath(v, d.path) for k, v in self.link_targets(net, data_root, images).items()}
         if net.base:
-            links["basenet"] = f"../{net.base}"
+            links[d.basenet.name] = relpath(NetFolder(out, net.base).path, d.path)
         try:
             for name, target in links.items():
                 atomic.symlink(target, d.path / name)

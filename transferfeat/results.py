@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .folder import StudyFolder, segment_order
 from .logs import merge, parse_segment
-from .netdir import NetDir, segment_order
 from .study import Net, Study
 
-SERIES = ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus",
-          "natman_to_natural", "natman_to_manmade", "reduced", "random_frozen")
 CACHE_VERSION = 3
+COLUMNS = ["iterations", "tests", "classes", "top1_last", "top1_best", "top1_top10_mean",
+           "val_loss_bottom10_mean", "train_loss_bottom10_mean"]
 
 
 def _mean(values) -> float:
@@ -43,33 +43,15 @@ def metrics(log, net: Net) -> dict:
     }
 
 
-def series_points(net: Net, study: Study):
-    """(series, x) pairs a net contributes to."""
-    f = net.family
-    if f == "half":
-        return [("baseB", 0)]
-    if f in ("transfer", "transfer-ft"):
-        same = net.base[-1] == net.train.split("_")[0][-1]
-        name = ("selffer_BnB" if same else "transfer_AnB") + ("_plus" if f == "transfer-ft" else "")
-        return [(name, net.n)]
-    if f == "halfnatman":
-        return [("natman_to_natural" if net.name.endswith("A") else "natman_to_manmade", 0)]
-    if f == "transfernatman":
-        return [("natman_to_natural" if net.name.startswith("transfernatmanBA") else "natman_to_manmade", net.n)]
-    if f == "reduced":
-        return [("reduced", int(net.name.split("-")[1]))]
-    if f == "netbase":
-        return [("random_frozen", 0)]
-    if f == "nolearn":
-        return [("random_frozen", net.n)]
-    return []
-
-
 # --------------------------------------------------------------------------- cache and parsing
 
+def cache_dir() -> Path:
+    """Where parsed logs are kept: ``$XDG_CACHE_HOME/transferfeat/logs`` (one file per results folder)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferfeat" / "logs"
+
+
 def _cache_path(root: Path) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferfeat" / "logs"
-    return cache / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".pickle")
+    return cache_dir() / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".pickle")
 
 
 def _key(p: Path):
@@ -84,7 +66,8 @@ def _parse_for_results(path):
 def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) -> dict:
     """Net name -> merged NetLog, for every net of the study with log files under ``root``."""
     root = Path(root)
-    files = {net.name: NetDir(root, net.name).logs() for net in study.nets.values()}
+    folder = StudyFolder(root, study)
+    files = {net.name: folder.net(net.name).logs() for net in study.nets.values()}
     files = {k: v for k, v in files.items() if v}
     cache_file = _cache_path(root)
     cache = {}
@@ -123,17 +106,36 @@ def summarize(study: Study, logs: dict) -> dict:
         if log is None or not log.accuracy:
             continue
         nets[net.name] = metrics(log, net)
-        for s, x in series_points(net, study):
-            points.setdefault(s, {}).setdefault(x, []).append(nets[net.name]["top1_top10_mean"])
-    series = {s: {str(x): _mean(v) for x, v in sorted(points[s].items())} for s in SERIES if s in points}
+        if net.series:
+            points.setdefault(net.series, {}).setdefault(net.x, []).append(nets[net.name]["top1_top10_mean"])
+    series = {s: {str(x): _mean(v) for x, v in sorted(points[s].items())} for s in study.series() if s in points}
     missing = [n.name for n in study.nets.values() if n.name not in nets]
     return {"nets": nets, "series": series, "missing": missing}
 
 
-def compare(mine: dict, other: dict) -> list[tuple]:
+def report(study: Study, summary: dict, fmt: str = "table", other: dict = None, labels=("mine", "other")) -> str:
+    """``tf results``: per-net metrics (and the series, in a table), or the series against ``other``."""
+    from .formats import as_json, cell, rows_as, series_rows, table
+    if other is not None:
+        rows = compare(study, summary, other)
+        if fmt == "json":
+            return as_json([dict(zip(["series", "x", "mine", "other", "diff"], r)) for r in rows])
+        return rows_as(fmt, [[s, x] + [cell(v) for v in r] for s, x, *r in rows], ["series", "x", *labels, "difference"])
+    if fmt == "json":
+        return as_json(summary)
+    text = rows_as(fmt, [[name] + [cell(m[c]) for c in COLUMNS] for name, m in summary["nets"].items()], ["net"] + COLUMNS)
+    if fmt != "table":
+        return text
+    text += "\n\n" + table(series_rows(summary["series"]), ["series", "x:mean top-1 (mean of 10 best tests)"])
+    if summary["missing"]:
+        text += f"\n\n{len(summary['missing'])} nets without logs: {' '.join(summary['missing'])}"
+    return text
+
+
+def compare(study: Study, mine: dict, other: dict) -> list[tuple]:
     """(series, x, mine, other, mine - other) for every point either has."""
     rows = []
-    for s in SERIES:
+    for s in study.series():
         a, b = mine["series"].get(s, {}), other["series"].get(s, {})
         for x in sorted(set(a) | set(b), key=lambda v: float(v)):
             va, vb = a.get(x), b.get(x)

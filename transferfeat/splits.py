@@ -1,9 +1,8 @@
 """The derived ILSVRC12 list files, made exactly as the original split script made them.
 
-- random halves for seed s: numpy's legacy global RNG, ``np.random.seed([s])``, then
-  ``A = sorted(np.random.choice(np.arange(K), K // 2, replace=False))``, B = the rest;
-- natman: A = the natural classes, B = the man-made ones;
-- a half keeps the lines whose class is in it, in input order, relabelled by rank within the half;
+Which lists exist is the families' business (families.py: the random halves use numpy's legacy
+RNG as the original did, natman its natural/man-made lists); this module writes them:
+- a class subset keeps the lines whose class is in it, in input order, relabelled by rank within the half;
 - reduced N: the first N lines of each class, in file order, labels unchanged (train only).
 """
 from __future__ import annotations
@@ -12,13 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import atomic
 from .errors import Error
-from .netdir import dataset_dir
+from .families import WHOLE_TRAIN, WHOLE_VALID
+from .folder import DatasetFolder
 from .resources import data_file
-from .study import Study, reduced_dataset
+from .study import Study
 
 PARTS = ("train", "valid")
 
@@ -36,53 +34,38 @@ class Written:
     lines: int
     verdict: str        # "matches the paper", "MISMATCH …", or "no published md5"
 
+    @property
+    def mismatch(self) -> bool:
+        return self.verdict.startswith("MISMATCH")
+
 
 def read_list(path, classes: int) -> list[Entry]:
     """Read a ``path label`` list, rejecting bad lines with the file name and line number."""
     path = Path(path)
     entries, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise Error(f"{path}:{i}: expected 'FILE LABEL', got {line.rstrip()!r}")
-            name, label = parts
-            try:
-                value = int(label)
-            except ValueError:
-                raise Error(f"{path}:{i}: label {label!r} is not an integer") from None
-            if not 0 <= value < classes:
-                raise Error(f"{path}:{i}: label {value} is out of range 0..{classes - 1}")
-            if name in seen:
-                raise Error(f"{path}:{i}: duplicate file {name!r} (first on line {seen[name]})")
-            seen[name] = i
-            entries.append(Entry(name, value))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise Error(f"{path}:{line}: not UTF-8 text") from None
+    for i, line in enumerate(text.split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise Error(f"{path}:{i}: expected 'FILE LABEL', got {line.rstrip()!r}")
+        name, label = parts
+        try:
+            value = int(label)
+        except ValueError:
+            raise Error(f"{path}:{i}: label {label!r} is not an integer") from None
+        if not 0 <= value < classes:
+            raise Error(f"{path}:{i}: label {value} is out of range 0..{classes - 1}")
+        if name in seen:
+            raise Error(f"{path}:{i}: duplicate file {name!r} (first on line {seen[name]})")
+        seen[name] = i
+        entries.append(Entry(name, value))
     return entries
-
-
-def random_halves(seed: int, classes: int) -> tuple[list[int], list[int]]:
-    np.random.seed([seed])
-    a = sorted(int(x) for x in np.random.choice(np.arange(classes), classes // 2, replace=False))
-    chosen = set(a)
-    return a, [c for c in range(classes) if c not in chosen]
-
-
-def halves(study: Study) -> dict[str, list[int]]:
-    """Class indices (original ids, sorted) of every half dataset prefix: ``half0A`` … ``halfnatmanB``."""
-    classes = study.config.datasets.classes
-    out = {}
-    fam = study.config.families
-    for s in (fam.half.seeds if fam.half else ()):
-        out[f"half{s}A"], out[f"half{s}B"] = random_halves(s, classes)
-    if fam.halfnatman is not None:
-        nat = list(study.natural_classes())
-        if any(not 0 <= c < classes for c in nat):
-            raise Error(f"study {study.config.name}: datasets.natural has a class outside 0..{classes - 1}")
-        out["halfnatmanA"] = nat
-        out["halfnatmanB"] = [c for c in range(classes) if c not in set(nat)]
-    return out
 
 
 def half_lines(entries: list[Entry], classes: list[int]) -> str:
@@ -130,12 +113,12 @@ def make_splits(study: Study, source, out, check_md5: bool = None) -> tuple[list
     wanted = set(study.datasets())
 
     def write(dataset: str, text: str, idx: str = None):
-        d = dataset_dir(out, dataset)
-        d.mkdir(parents=True, exist_ok=True)
+        d = DatasetFolder(out, dataset)
+        d.path.mkdir(parents=True, exist_ok=True)
         data = text.encode()
-        atomic.write_bytes(d / "files.txt", data)
+        atomic.write_bytes(d.files, data)
         if idx is not None:
-            atomic.write_text(d / "idxmap.txt", idx)
+            atomic.write_text(d.idxmap, idx)
         want = md5s.get(dataset)
         if not check_md5 or want is None:
             verdict = "no published md5"
@@ -143,23 +126,22 @@ def make_splits(study: Study, source, out, check_md5: bool = None) -> tuple[list
             verdict = "matches the paper"
         else:
             verdict = f"MISMATCH: md5 {hashlib.md5(data).hexdigest()} != the paper's {want}"
-        written.append(Written(dataset, d / "files.txt", text.count("\n"), verdict))
+        written.append(Written(dataset, d.files, text.count("\n"), verdict))
 
-    splits = halves(study)
+    specs = [d for name, d in study.dataset_specs.items() if name in wanted or name in (WHOLE_TRAIN, WHOLE_VALID)]
     for part in PARTS:
-        src = source / f"whole_{part}" / "files.txt"
-        if not src.is_file():
-            skipped.append(f"whole_{part}: {src} not found, so no {part} lists were made")
+        whole = DatasetFolder(source, WHOLE_TRAIN if part == "train" else WHOLE_VALID)
+        if not whole.files.is_file():
+            skipped.append(f"{whole.name}: {whole.files} not found, so no {part} lists were made")
             continue
-        entries = read_list(src, classes)
-        write(f"whole_{part}", "".join("%s %d\n" % (e.path, e.label) for e in entries))
-        for half, cls in splits.items():
-            if f"{half}_{part}" in wanted:
-                write(f"{half}_{part}", half_lines(entries, cls), idxmap(cls))
-        if part == "train":
-            full = study.config.datasets.train_per_class
-            for k in study.config.datasets.reduced_per_class:
-                name = reduced_dataset(k, full)
-                if name != "whole_train":
-                    write(name, reduced_lines(entries, k))
+        entries = read_list(whole.files, classes)
+        for spec in specs:
+            if spec.part != part:
+                continue
+            if spec.classes is not None:
+                write(spec.name, half_lines(entries, list(spec.classes)), idxmap(list(spec.classes)))
+            elif spec.per_class is not None:
+                write(spec.name, reduced_lines(entries, spec.per_class))
+            else:
+                write(spec.name, "".join("%s %d\n" % (e.path, e.label) for e in entries))
     return written, skipped

@@ -1,7 +1,8 @@
-"""The study config (YAML -> frozen dataclasses) and the catalog of nets generated from it.
+"""The study config (YAML -> frozen dataclasses) and the catalog its families generate.
 
-This module is the single source of truth for net names, datasets, frozen layers, base nets and
-the dependency DAG. Nothing here touches the file system except reading the study file.
+The families (families.py, a registry) decide net names, datasets, base nets and figure series;
+this module loads and validates the whole study and answers questions about the catalog. Nothing
+here touches the file system except reading the study file (and the natural-class list it names).
 """
 from __future__ import annotations
 
@@ -16,15 +17,11 @@ from typing import Optional, Union
 
 import yaml
 
-from .errors import Error
+from .families import REGISTRY, WHOLE_TRAIN, WHOLE_VALID, Dataset, Net, StudyError
 from .resources import config_path, data_file
 
 STUDY_ENV = "TF_STUDY"
-STUDY_COPY = "tf-study.yaml"     # the study a results folder was rendered from
-
-
-class StudyError(Error):
-    """A study file that does not describe a valid study."""
+__all__ = ["Study", "StudyError", "Net", "Dataset", "Config", "STUDY_ENV"]
 
 
 # --------------------------------------------------------------------------- config schema
@@ -100,61 +97,13 @@ class Solver:
 
 
 @dataclass(frozen=True)
-class HalfFamily:
-    seeds: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Empty:
-    pass
-
-
-@dataclass(frozen=True)
-class NetbaseFamily:
-    padding_layers: bool = False
-
-
-@dataclass(frozen=True)
-class ReducedFamily:
-    solver: str = "default"
-
-
-@dataclass(frozen=True)
-class DepthFamily:
-    depths: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class TransferFamily:
-    directions: tuple[str, ...]
-    depths: tuple[int, ...]
-    seeds: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Families:
-    half: Optional[HalfFamily] = None
-    halfnatman: Optional[Empty] = None
-    netbase: Optional[NetbaseFamily] = None
-    reduced: Optional[ReducedFamily] = None
-    nolearn: Optional[DepthFamily] = None
-    transfer: Optional[TransferFamily] = None
-    transfer_ft: Optional[TransferFamily] = None
-    transfernatman: Optional[TransferFamily] = None
-
-
-@dataclass(frozen=True)
 class Config:
     name: str
     datasets: Datasets
     input: Input
     architecture: Architecture
     solvers: dict[str, Solver]
-    families: Families
-
-
-def _key(name: str) -> str:
-    return name.replace("_", "-") if name == "transfer_ft" else name
+    families: dict          # family key -> its config dataclass, in registry order (see _families)
 
 
 def _convert(tp, value, path: str):
@@ -164,6 +113,8 @@ def _convert(tp, value, path: str):
         return _layer(value, path)
     if dataclasses.is_dataclass(tp):
         return _dataclass(tp, value, path)
+    if tp is dict:
+        return _families(value, path)
     if origin is Union:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -206,7 +157,7 @@ def _dataclass(cls, value, path: str):
     if not isinstance(value, dict):
         raise StudyError(f"{path or 'top level'}: expected a mapping, got {value!r}")
     hints = typing.get_type_hints(cls)
-    fields = {_key(f.name): f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in value:
         if key not in fields:
             valid = ", ".join(fields) or "(none)"
@@ -240,97 +191,72 @@ def _layer(value, path: str) -> Layer:
     return Layer(str(value["name"]), kind, tuple(params))
 
 
+def _families(value, path: str) -> dict:
+    """The ``families:`` section: each key a registered family, its value that family's config."""
+    if not isinstance(value, dict):
+        raise StudyError(f"{path}: expected a mapping, got {value!r}")
+    for key in value:
+        if key not in REGISTRY:
+            raise StudyError(f"{_join(path, key)}: unknown key (valid keys: {', '.join(REGISTRY)})")
+    return {key: _dataclass(fam.config, value[key], _join(path, key))
+            for key, fam in REGISTRY.items() if key in value}
+
+
+def _positive(value, path: str, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise StudyError(f"{path}: {value} must be {'0 or more' if zero_ok else 'positive'}")
+
+
 def _join(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
 # --------------------------------------------------------------------------- the catalog
 
-PAPER_FAMILIES = ("half", "halfnatman", "netbase", "reduced", "transfer", "transfer-ft", "transfernatman")
-
-
-@dataclass(frozen=True)
-class Net:
-    """One network of the study."""
-    name: str
-    family: str
-    train: str                  # training dataset name
-    valid: str                  # validation dataset name
-    classes: int                # classes in the training set
-    solver: str                 # key into Config.solvers
-    mean: str                   # dataset whose training-set mean the net subtracts
-    base: Optional[str] = None  # the net whose weights are copied
-    n: int = 0                  # layers 1..n copied (transfer) or random-frozen (nolearn)
-    fine_tune: bool = False
-    padding_layers: bool = False
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return (self.base,) if self.base else ()
-
-    @property
-    def paper(self) -> bool:
-        """Part of the paper's 163 (all but the random-frozen-features nets)."""
-        return self.family in PAPER_FAMILIES
-
-    def frozen(self, arch: Architecture) -> tuple[str, ...]:
-        """Learnable layers whose learning rate is 0."""
-        if self.fine_tune or not self.n:
-            return ()
-        return tuple(l.name for l in arch.learnable[: self.n])
-
-    def renamed(self, arch: Architecture) -> tuple[str, ...]:
-        """Learnable layers renamed with ``-new`` so that Caffe re-initialises them."""
-        if not self.base:
-            return ()
-        return tuple(l.name for l in arch.learnable[self.n:])
-
-    def to_dict(self, arch: Architecture) -> dict:
-        return {
-            "name": self.name, "family": self.family, "base": self.base, "n": self.n,
-            "fine_tune": self.fine_tune, "train": self.train, "valid": self.valid,
-            "classes": self.classes, "mean": self.mean, "solver": self.solver,
-            "frozen": list(self.frozen(arch)), "renamed": list(self.renamed(arch)),
-            "requires": list(self.requires), "paper": self.paper,
-        }
-
-
-def half_dataset(half: str, part: str) -> str:
-    return f"{half}_{part}"
-
-
-def reduced_dataset(per_class: int, full: int) -> str:
-    return "whole_train" if per_class >= full else f"reduced{per_class:04d}_train"
-
-
 class Study:
-    """A loaded study: its config and the catalog of nets, in dependency-respecting order."""
+    """A loaded study: its config and the catalog of nets, base nets before their dependants."""
 
     def __init__(self, config: Config, path: Path):
         self.config = config
         self.path = path
+        self.families = [REGISTRY[key](cfg, self) for key, cfg in config.families.items()]
+        self._natural = None
+        self.dataset_specs: dict[str, Dataset] = {
+            WHOLE_TRAIN: Dataset(WHOLE_TRAIN, "train"), WHOLE_VALID: Dataset(WHOLE_VALID, "valid")}
+        for fam in self.families:
+            for d in fam.datasets():
+                self.dataset_specs.setdefault(d.name, d)
         self.nets: dict[str, Net] = {}
-        for net in self._generate():
-            self.nets[net.name] = net
+        for fam in self.families:
+            for net in fam.nets():
+                if net.name in self.nets:
+                    raise StudyError(f"families.{fam.key}: net {net.name} is also made by family "
+                                     f"{self.nets[net.name].family}")
+                self.nets[net.name] = net
+        self.nets = {n.name: n for n in _dependency_order(list(self.nets.values()))}
 
     @classmethod
     def load(cls, path=None) -> "Study":
-        """Load ``path``, or ``$TF_STUDY``, or the packaged paper study."""
+        """Load ``path``, or ``$TF_STUDY``, or the packaged paper study; validated whole."""
         path = Path(path or os.environ.get(STUDY_ENV) or config_path("paper.yaml"))
         if not path.is_file() and not path.suffix and config_path(f"{path}.yaml").is_file():
             path = config_path(f"{path}.yaml")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as e:
             raise StudyError(f"study file {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise StudyError(f"study file {path}: not UTF-8 text (byte {e.start})") from None
         except yaml.YAMLError as e:
             raise StudyError(f"study file {path}: {e}") from None
         try:
             config = _dataclass(Config, data, "")
             cls._check(config)
+            study = cls(config, path)
+            study._check_catalog()
         except StudyError as e:
             raise StudyError(f"study file {path}: {e}") from None
-        return cls(config, path)
+        return study
 
     @staticmethod
     def _check(c: Config) -> None:
@@ -340,23 +266,43 @@ class Study:
             raise StudyError(f"architecture.layers: duplicate layer names {sorted(dup)}")
         if not c.architecture.learnable:
             raise StudyError("architecture.layers: no conv or innerproduct layer")
-        for fam in ("reduced",):
-            f = getattr(c.families, fam)
-            if f and f.solver not in c.solvers:
-                raise StudyError(f"families.{fam}.solver: unknown solver {f.solver!r} (solvers: {', '.join(c.solvers)})")
+        for i, layer in enumerate(c.architecture.layers):
+            for key, value in layer.params:
+                if key in ("num_output", "kernel", "stride", "group", "local_size") and (
+                        not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                    raise StudyError(f"architecture.layers[{i}].{key}: {value!r} is not a positive integer")
         if "default" not in c.solvers:
             raise StudyError(f"solvers.default: missing key (solvers: {', '.join(c.solvers)})")
-        depth = len(c.architecture.learnable)
-        for fam in ("nolearn", "transfer", "transfer_ft", "transfernatman"):
-            f = getattr(c.families, fam)
-            for i, d in enumerate(f.depths if f else ()):
-                if not 1 <= d < depth:
-                    raise StudyError(f"families.{_key(fam)}.depths[{i}]: {d} is not in 1..{depth - 1}")
-            for i, d in enumerate(getattr(f, "directions", ()) if f else ()):
-                if len(d) != 2 or set(d) - {"A", "B"}:
-                    raise StudyError(f"families.{_key(fam)}.directions[{i}]: {d!r} is not one of AB, BA, AA, BB")
-        if c.families.transfer_ft and c.families.transfer_ft.seeds and not c.families.half:
-            raise StudyError("families.transfer-ft: needs families.half")
+        for name, s in c.solvers.items():
+            for key in ("test_iter", "test_interval", "display", "max_iter", "snapshot", "stepsize"):
+                _positive(getattr(s, key), f"solvers.{name}.{key}", zero_ok=key in ("display", "snapshot"))
+            if s.base_lr <= 0:
+                raise StudyError(f"solvers.{name}.base_lr: {s.base_lr} must be positive")
+        d, i = c.datasets, c.input
+        _positive(d.classes - 1, "datasets.classes")
+        _positive(d.train_per_class, "datasets.train_per_class")
+        for k, v in enumerate(d.reduced_per_class):
+            _positive(v, f"datasets.reduced_per_class[{k}]")
+        for key in ("crop", "train_batch", "val_batch"):
+            _positive(getattr(i, key), f"input.{key}")
+
+    def _check_catalog(self) -> None:
+        """Every family's own checks, then: every base net and dataset a net names exists."""
+        for fam in self.families:
+            for need in fam.needs:
+                if need not in self.config.families:
+                    raise StudyError(f"families.{fam.key}: needs families.{need} (its nets' base nets)")
+            fam.check()
+        for net in self.nets.values():
+            if net.base and net.base not in self.nets:
+                raise StudyError(f"families.{net.family}: net {net.name} needs base net {net.base}, "
+                                 f"which no family of the study makes")
+            for role in ("train", "valid", "mean"):
+                if getattr(net, role) not in self.dataset_specs:
+                    raise StudyError(f"families.{net.family}: net {net.name}'s {role} dataset "
+                                     f"{getattr(net, role)} is made by no family of the study")
+            if net.solver not in self.config.solvers:
+                raise StudyError(f"families.{net.family}: net {net.name} uses unknown solver {net.solver!r}")
 
     # -- datasets
     @property
@@ -365,78 +311,37 @@ class Study:
 
     def natural_classes(self) -> tuple[int, ...]:
         """Indices of the natural classes (the natman split's half A)."""
-        nat = self.config.datasets.natural
-        if isinstance(nat, tuple):
-            return tuple(sorted(nat))
-        local = self.path.parent / nat
-        path = local if local.is_file() else data_file(nat)
-        try:
-            lines = path.read_text().split()
-        except OSError as e:
-            raise StudyError(f"study file {self.path}: datasets.natural: {path}: {e.strerror}") from None
-        return tuple(sorted(int(x) for x in lines))
+        if self._natural is None:
+            nat = self.config.datasets.natural
+            if isinstance(nat, tuple):
+                self._natural = tuple(sorted(nat))
+            else:
+                local = self.path.parent / nat
+                path = local if local.is_file() else data_file(nat)
+                try:
+                    lines = path.read_text(encoding="utf-8").split()
+                    self._natural = tuple(sorted(int(x) for x in lines))
+                except OSError as e:
+                    raise StudyError(f"datasets.natural: {path}: {e.strerror}") from None
+                except (ValueError, UnicodeDecodeError):
+                    raise StudyError(f"datasets.natural: {path}: not a list of class indices") from None
+        return self._natural
 
-    def half_classes(self, half: str) -> int:
-        """Number of classes in dataset ``half`` (e.g. ``half0A`` or ``halfnatmanB``)."""
-        total = self.config.datasets.classes
-        if half.startswith("halfnatman"):
-            nat = len(self.natural_classes())
-            return nat if half.endswith("A") else total - nat
-        return total // 2
+    def dataset_classes(self, name: str) -> int:
+        """Classes in dataset ``name``."""
+        spec = self.dataset_specs.get(name)
+        return spec.num_classes if spec and spec.classes is not None else self.config.datasets.classes
 
     def datasets(self) -> list[str]:
         """Every dataset that some net of the study trains or validates on (train sets first)."""
-        names = []
-        for net in self.nets.values():
-            for d in (net.train, net.valid):
-                if d not in names:
-                    names.append(d)
-        return sorted(names, key=lambda d: (not d.endswith("_train"), d))
+        names = {d for net in self.nets.values() for d in (net.train, net.valid)}
+        return sorted(names, key=lambda d: (self.dataset_specs[d].part != "train", d))
+
+    def series(self) -> list[str]:
+        """The figure series of the study's families, in legend order."""
+        return list(dict.fromkeys(s for fam in self.families for s in fam.series))
 
     # -- nets
-    def _generate(self):
-        c = self.config
-        f = c.families
-        total = c.datasets.classes
-        whole = dict(train="whole_train", valid="whole_valid", classes=total, mean="whole_train")
-
-        def half(name):
-            return dict(train=half_dataset(name, "train"), valid=half_dataset(name, "valid"),
-                        classes=self.half_classes(name), mean=half_dataset(name, "train"))
-
-        if f.half:
-            for s in f.half.seeds:
-                for x in "AB":
-                    yield Net(f"half{s}{x}", "half", solver="default", **half(f"half{s}{x}"))
-        if f.halfnatman is not None:
-            for x in "AB":
-                yield Net(f"halfnatman{x}", "halfnatman", solver="default", **half(f"halfnatman{x}"))
-        if f.netbase is not None:
-            yield Net("netbase", "netbase", solver="default", padding_layers=f.netbase.padding_layers, **whole)
-        if f.reduced is not None:
-            full = c.datasets.train_per_class
-            for k in c.datasets.reduced_per_class:
-                d = reduced_dataset(k, full)
-                yield Net(f"reduced-{k:04d}", "reduced", solver=f.reduced.solver,
-                          **dict(whole, train=d, mean=d))
-        if f.nolearn:
-            for n in f.nolearn.depths:
-                yield Net(f"nolearn_1_{n}", "nolearn", solver="default", n=n, **whole)
-        for fam, ft in (("transfer", f.transfer), ("transfer-ft", f.transfer_ft)):
-            for s in (ft.seeds if ft else ()):
-                for xy in ft.directions:
-                    for n in ft.depths:
-                        base, target = f"half{s}{xy[0]}", f"half{s}{xy[1]}"
-                        yield Net(f"{fam}{s}{xy[0]}{s}{xy[1]}_1_{n}", fam, solver="default", base=base, n=n,
-                                  fine_tune=fam == "transfer-ft",
-                                  **dict(half(target), mean=half_dataset(base, "train")))
-        if f.transfernatman:
-            for xy in f.transfernatman.directions:
-                for n in f.transfernatman.depths:
-                    base, target = f"halfnatman{xy[0]}", f"halfnatman{xy[1]}"
-                    yield Net(f"transfernatman{xy}_1_{n}", "transfernatman", solver="default", base=base, n=n,
-                              **dict(half(target), mean=half_dataset(base, "train")))
-
     def net(self, name: str) -> Net:
         try:
             return self.nets[name]
@@ -460,8 +365,36 @@ class Study:
             chosen.update(hits)
         return [n for n in self.nets.values() if n.name in chosen]
 
+    def with_bases(self, nets) -> list[Net]:
+        """``nets`` and every net they need, transitively, in catalog order."""
+        names, grow = set(), [n.name for n in nets]
+        while grow:
+            name = grow.pop()
+            if name not in names:
+                names.add(name)
+                grow += list(self.nets[name].requires)
+        return [n for n in self.nets.values() if n.name in names]
+
     def dependants(self, name: str) -> list[Net]:
         return [n for n in self.nets.values() if name in n.requires]
 
     def max_iter(self, net: Net) -> int:
         return self.config.solvers[net.solver].max_iter
+
+
+def _dependency_order(nets: list[Net]) -> list[Net]:
+    """Stable topological order: a net after the nets it requires, else in generation order."""
+    names = {n.name for n in nets}
+    placed, out, waiting = set(), [], list(nets)
+    while waiting:
+        rest = []
+        for n in waiting:
+            if all(r in placed or r not in names for r in n.requires):
+                out.append(n)
+                placed.add(n.name)
+            else:
+                rest.append(n)
+        if len(rest) == len(waiting):
+            raise StudyError(f"nets {', '.join(n.name for n in rest)} depend on each other in a cycle")
+        waiting = rest
+    return out

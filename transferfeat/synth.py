@@ -14,6 +14,7 @@ from PIL import Image
 
 from . import atomic
 from .errors import Error
+from .folder import DatasetFolder
 
 ORIENTATIONS = 6
 DISTRACTORS = 2     # random strokes from the same vocabulary in every image
@@ -100,7 +101,8 @@ def synthesize(out, classes: int, train_per_class: int, valid_per_class: int, si
         Image.fromarray(draw(protos[c], size, rng)).save(out / "val" / name, "JPEG", quality=quality)
         val_lines.append(f"{name} {c}\n")
     for part, lines in (("whole_train", train_lines), ("whole_valid", val_lines)):
-        (out / part).mkdir(exist_ok=True)
-        atomic.write_text(out / part / "files.txt", "".join(lines))
+        d = DatasetFolder(out, part)
+        d.path.mkdir(exist_ok=True)
+        atomic.write_text(d.files, "".join(lines))
     atomic.write_text(out / "synsets.txt", "".join(f"{wnid(c)}\n" for c in range(classes)))
     return {"classes": classes, "train": len(train_lines), "valid": len(val_lines), "out": str(out)}

@@ -4,27 +4,27 @@ The job script is built by one pure function (``job_script``) and written into t
 where it can be reviewed and resubmitted by hand; the dependency is given on sbatch's command line,
 so the script never names a job id. Jobs are requeueable: on preemption or near the time limit the
 script asks tf train (and so Caffe) to snapshot, and the requeued job resumes from that snapshot.
-Each job records its state in ``<net>/tf-slurm.json`` (useful where accounting is off).
+Each job records its state beside the net (useful where accounting is off). Which nets are
+submitted, in which order and after which job comes from ``plan.schedule``; what runs in the job
+is ``tf train`` with the engine's own options.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import atomic
-from .errors import Error
-from .netdir import NetDir
-from .study import Net, Study
+from .. import atomic
+from ..engines import Engine
+from ..errors import Error
+from ..folder import StudyFolder
+from ..plan import schedule
+from ..study import Net
 
-SCRIPT = "tf-job.sbatch"
-STATE = "tf-slurm.json"
 QUEUED = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
 
@@ -45,12 +45,12 @@ class Resources:
         return bool(self.gres and "gpu" in self.gres)
 
 
-def job_script(net: Net, root: Path, res: Resources, tf_command: list, study_file: Path, caffe=None) -> str:
+def job_script(net: Net, folder: StudyFolder, res: Resources, tf_command: list, engine_args: list = ()) -> str:
     """The sbatch script that trains ``net``: every value shell-quoted, no job ids inside."""
     q = shlex.quote
-    d = NetDir(root, net.name).path
+    d = folder.net(net.name)
     lines = ["#!/bin/bash", _directive("--job-name", "tf-" + net.name),
-             _directive("--output", str(d / "tf-slurm-%j.txt")), "#SBATCH --open-mode=append", "#SBATCH --requeue",
+             _directive("--output", str(d.job_output)), "#SBATCH --open-mode=append", "#SBATCH --requeue",
              f"#SBATCH --signal=B:USR1@{int(res.signal_seconds)}"]
     for opt, value in (("partition", res.partition), ("gres", res.gres), ("time", res.time),
                        ("account", res.account), ("cpus-per-task", res.cpus_per_task), ("mem", res.mem)):
@@ -61,11 +61,9 @@ def job_script(net: Net, root: Path, res: Resources, tf_command: list, study_fil
             raise Error(f"extra sbatch option {e!r}: give one option per --extra, as --name=value")
         opt, eq, value = e.partition("=")
         lines.append(_directive(opt, value) if eq else _directive(opt))
-    train = [*tf_command, "--study", str(study_file), "train", net.name, "--root", str(root)]
-    train += ["--gpu", "0"] if res.gpu else ["--cpu"]
-    if caffe:
-        train += ["--caffe", str(caffe)]
-    state = q(str(d / STATE))
+    train = [*tf_command, "--study", str(folder.study_copy), "train", net.name, "--root", str(folder.root)]
+    train += [*(["--gpu", "0"] if res.gpu else []), *engine_args]
+    state = q(str(d.job_state))
     lines += [
         "",
         f"# {net.name}: {net.family}" + (f", layers 1..{net.n} from {net.base}" if net.base else ""),
@@ -75,7 +73,7 @@ def job_script(net: Net, root: Path, res: Resources, tf_command: list, study_fil
         f'"$SLURM_JOB_ID" "$1" "${{SLURM_RESTART_COUNT:-0}}" "$(date +%Y-%m-%dT%H:%M:%S)" > {state}.tmp',
         f"  mv {state}.tmp {state}",
         "}",
-        "stop() {  # ask tf train to make Caffe snapshot and stop, and wait for it",
+        "stop() {  # ask tf train to make the trainer snapshot and stop, and wait for it",
         '  kill -INT "$child" 2>/dev/null; wait "$child"',
         "}",
         "note RUNNING",
@@ -134,84 +132,83 @@ def accounting_states(job_ids) -> dict[str, str]:
     return {j: s.split()[0] for j, s in (l.split("|", 1) for l in out.stdout.splitlines() if "|" in l)}
 
 
-def read_job(d: NetDir) -> dict:
-    try:
-        return json.loads((d.path / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 @dataclass
 class Submission:
     submitted: dict = field(default_factory=dict)     # net -> (job id, dependency job id or None)
-    skipped: dict = field(default_factory=dict)       # net -> why
+    skipped: dict = field(default_factory=dict)       # net -> why (done, queued, blocked)
+    failed: dict = field(default_factory=dict)        # net -> why sbatch refused it
     scripts: dict = field(default_factory=dict)       # net -> script path
 
+    def lines(self, study, dry_run: bool) -> list[str]:
+        out = ["\n# dependency graph" if dry_run else ""]
+        for name, (job, dep) in self.submitted.items():
+            out.append(f"{name:<26} {job:<12}" + (f" afterok {dep} ({study.net(name).base})" if dep else ""))
+        out += [f"{name:<26} skipped: {why}" for name, why in self.skipped.items()]
+        return out + [f"{len(self.submitted)} {'would be submitted' if dry_run else 'submitted'}, "
+                      f"{len(self.skipped)} skipped" + (f", {len(self.failed)} failed" if self.failed else "")]
 
-def submit(study: Study, root, nets: list[Net], res: Resources, dry_run: bool = False, caffe=None,
+
+def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine, dry_run: bool = False,
            tf_command: list = None, echo=print) -> Submission:
     """One job per net, in dependency order; done and already-queued nets are skipped."""
-    root = Path(root).resolve()
+    folder = StudyFolder(Path(folder.root).resolve(), folder.study)
     tf_command = tf_command or [sys.executable, "-m", "transferfeat.cli"]
-    study_file = root / "tf-study.yaml"
-    if not study_file.is_file():
-        raise Error(f"{study_file} not found: render the nets first (tf render … --out {root})")
+    if not folder.study_copy.is_file():
+        raise Error(f"{folder.study_copy} not found: render the nets first (tf render … --root {folder.root})")
     result = Submission()
-    recorded = {n.name: read_job(NetDir(root, n.name)).get("job_id") for n in study.nets.values()}
+    recorded = {n.name: folder.net(n.name).read_job().get("job_id") for n in folder.study.nets.values()}
     live = {} if dry_run else queue_states(recorded.values())
     queued = {name: job for name, job in recorded.items() if job and live.get(str(job)) in QUEUED}
-    selected = {n.name for n in nets}
+    selected = [n for n in nets if folder.is_rendered(n.name) and n.name not in queued]
     for net in nets:
-        d = NetDir(root, net.name)
-        if not d.solver.is_file():
-            result.skipped[net.name] = f"not rendered under {root}"
-            continue
-        if d.final_snapshot(study.max_iter(net)):
-            result.skipped[net.name] = "done"
-            continue
-        if net.name in queued:
+        if not folder.is_rendered(net.name):
+            result.skipped[net.name] = f"not rendered under {folder.root}"
+        elif net.name in queued:
             result.skipped[net.name] = f"already queued as job {queued[net.name]}"
-            continue
+    plan = schedule(folder, selected, elsewhere=set(queued))
+    for name in plan.done:
+        result.skipped[name] = "done"
+    for name, (base, why) in plan.blocked.items():
+        result.skipped[name] = f"its base net {base} is {why}"
+    for net in plan.order:
+        base = plan.after[net.name]
         dep = None
-        if net.base and not NetDir(root, net.base).final_snapshot(study.max_iter(study.net(net.base))):
-            dep = result.submitted.get(net.base, (None,))[0] or queued.get(net.base)
+        if base is not None:
+            dep = result.submitted.get(base, (None,))[0] or queued.get(base)
             if dep is None:
-                why = "was not submitted" if net.base in selected else "is neither done, queued nor selected"
-                result.skipped[net.name] = f"its base net {net.base} {why}"
+                result.skipped[net.name] = f"its base net {base} was not submitted"
                 continue
-        script = job_script(net, root, res, tf_command, study_file, caffe)
-        path = d.path / SCRIPT
-        result.scripts[net.name] = path
+        d = folder.net(net.name)
+        script = job_script(net, folder, res, tf_command, engine.job_args())
+        result.scripts[net.name] = d.job_script
         if dry_run:
             result.submitted[net.name] = (f"<{net.name}>", dep)
-            echo(f"# ---- {path}" + (f"  (sbatch --dependency=afterok:{dep})" if dep else ""))
+            echo(f"# ---- {d.job_script}" + (f"  (sbatch --dependency=afterok:{dep})" if dep else ""))
             echo(script)
             continue
-        atomic.write_text(path, script)
-        cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{dep}"] if dep else []) + [str(path)]
-        out = _run(cmd, cwd=root)
+        atomic.write_text(d.job_script, script)
+        cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{dep}"] if dep else []) + [str(d.job_script)]
+        out = _run(cmd, cwd=folder.root)
         if out.returncode != 0:
-            result.skipped[net.name] = f"sbatch failed: {out.stderr.strip()}"
+            result.failed[net.name] = f"sbatch failed: {out.stderr.strip() or f'exit code {out.returncode}'}"
             continue
         job = out.stdout.strip().split(";")[0]
-        atomic.write_text(d.path / STATE, json.dumps({"job_id": job, "state": "SUBMITTED", "dependency": dep,
-                                                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        d.write_job(job_id=job, state="SUBMITTED", dependency=dep)
         result.submitted[net.name] = (job, dep)
-        echo(f"submitted {net.name} as job {job}" + (f" after job {dep} ({net.base})" if dep else ""))
+        echo(f"submitted {net.name} as job {job}" + (f" after job {dep} ({base})" if dep else ""))
     return result
 
 
-def cancel(study: Study, root, nets: list[Net], echo=print) -> list[tuple[str, str]]:
+def cancel(folder: StudyFolder, nets: list[Net], echo=print) -> list[tuple[str, str]]:
     """Cancel the selected nets' queued jobs and those of every net depending on them."""
-    root = Path(root)
     names = {n.name for n in nets}
     grow = list(names)
     while grow:
-        for dep in study.dependants(grow.pop()):
+        for dep in folder.dependants(grow.pop()):
             if dep.name not in names:
                 names.add(dep.name)
                 grow.append(dep.name)
-    jobs = {n: read_job(NetDir(root, n)).get("job_id") for n in names}
+    jobs = {n: folder.net(n).read_job().get("job_id") for n in names}
     live = queue_states(jobs.values())
     cancelled = [(n, j) for n, j in sorted(jobs.items()) if j and live.get(str(j)) in QUEUED]
     if cancelled:
@@ -219,23 +216,22 @@ def cancel(study: Study, root, nets: list[Net], echo=print) -> list[tuple[str, s
         if out.returncode != 0:
             raise Error(f"scancel failed: {out.stderr.strip()}")
     for n, j in cancelled:
-        atomic.write_text(NetDir(root, n).path / STATE, json.dumps(
-            {**read_job(NetDir(root, n)), "state": "CANCELLED", "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        folder.net(n).write_job(**{**folder.net(n).read_job(), "state": "CANCELLED"})
         echo(f"cancelled {n} (job {j})" + ("" if n in {x.name for x in nets} else ", a dependant"))
     return cancelled
 
 
-def job_states(study: Study, root, nets: list[Net]) -> dict[str, str]:
+def job_states(folder: StudyFolder, nets: list[Net]) -> dict[str, str]:
     """SLURM state per net that has a job: squeue, else sacct, else the state the job script wrote."""
-    jobs = {n.name: read_job(NetDir(root, n.name)) for n in nets}
+    jobs = {n.name: folder.net(n.name).read_job() for n in nets}
     jobs = {n: j for n, j in jobs.items() if j.get("job_id")}
     if not jobs or not shutil.which("squeue"):
-        return {n: f"{j['state'].lower()} (job {j['job_id']})" for n, j in jobs.items()}
+        return {n: f"{str(j.get('state', '?')).lower()} (job {j['job_id']})" for n, j in jobs.items()}
     live = queue_states(j["job_id"] for j in jobs.values())
     acct = accounting_states(j["job_id"] for n, j in jobs.items() if str(j["job_id"]) not in live)
     out = {}
     for n, j in jobs.items():
         jid = str(j["job_id"])
-        state = live.get(jid) or acct.get(jid) or j["state"]
+        state = live.get(jid) or acct.get(jid) or str(j.get("state", "?"))
         out[n] = f"{state.lower()} (job {jid})"
     return out

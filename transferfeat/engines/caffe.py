@@ -1,4 +1,4 @@
-"""Finding and invoking the Caffe binaries (caffe, convert_imageset, compute_image_mean).
+"""The Caffe engine: `caffe train` on the net's folder, and finding the Caffe binaries.
 
 Search order for ``caffe``: an explicit path (``--caffe``), ``$TF_CAFFE``, ``caffe`` on PATH, then the
 prefix that scripts/install-caffe.sh uses. The other tools are looked for beside the chosen caffe
@@ -12,7 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import Error
+from ..errors import Error
+from ..folder import SOLVER, NetFolder
+from . import Engine
 
 TOOLS = ("caffe", "convert_imageset", "compute_image_mean")
 ENV = "TF_CAFFE"
@@ -66,16 +68,6 @@ def version(caffe: Path) -> str:
     return m.group(1) if m else "unknown (a Caffe older than 1.0?)"
 
 
-def run_tool(name: str, args: list, caffe=None, **kwargs) -> subprocess.CompletedProcess:
-    """Run one Caffe tool to completion; errors name the tool and show the end of its output."""
-    tool = find_tool(name, caffe)
-    proc = subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, **kwargs)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
-        raise Error(f"{name} failed with exit code {proc.returncode}:\n{tail}")
-    return proc
-
-
 def train_args(caffe, solver: str, gpu=None, snapshot=None, weights=None) -> list[str]:
     """The ``caffe train`` command line. SIGINT makes Caffe snapshot and stop; SIGHUP snapshot and go on."""
     args = [str(caffe), "train", "-solver", solver, "-sigint_effect", "stop", "-sighup_effect", "snapshot"]
@@ -86,6 +78,34 @@ def train_args(caffe, solver: str, gpu=None, snapshot=None, weights=None) -> lis
     if gpu is not None:
         args += ["-gpu", str(gpu)]
     return args
+
+
+class CaffeEngine(Engine):
+    """BVLC Caffe 1.0 (or a compatible build) through its ``caffe train`` tool."""
+    name = "caffe"
+
+    def __init__(self, caffe=None):
+        self.caffe = caffe                  # explicit binary (--caffe), else found as find_tool says
+
+    def command(self, folder: NetFolder, resume=None, weights=None, gpu=None) -> list:
+        return train_args(find_tool("caffe", self.caffe), SOLVER, gpu, snapshot=resume, weights=weights)
+
+    def describe(self) -> dict:
+        tool = find_tool("caffe", self.caffe)
+        return {"engine": self.name, "version": version(tool), "binary": str(tool)}
+
+    def job_args(self) -> list:
+        return ["--caffe", str(self.caffe)] if self.caffe else []
+
+    def doctor(self) -> tuple[dict, list]:
+        tools, missing = {}, []
+        for t in TOOLS:
+            try:
+                tools[t] = str(find_tool(t, self.caffe))
+            except CaffeNotFound as e:
+                tools[t] = None
+                missing.append({"what": t, "why": str(e), "fix": INSTALL_HINT})
+        return {"tools": tools, "caffe_version": version(Path(tools["caffe"])) if tools["caffe"] else None}, missing
 
 
 def gpus() -> list[dict]:

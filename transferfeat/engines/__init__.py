@@ -1,0 +1,74 @@
+"""Engines: what trains one net. The runner, the local pool and SLURM jobs talk to an Engine; only
+the engine modules know which program does the work and how it is told to.
+
+An engine prepares an attempt (the command line and environment that train a net's folder, from
+scratch, from a base net's weights or resuming a snapshot), starts it, stops it with a snapshot, and
+says what it is (name, version) for the net's records and job scripts.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import Error
+from ..folder import NetFolder
+
+
+@dataclass
+class Launch:
+    """One prepared attempt: run ``argv`` in the net's folder with ``env`` added to the environment."""
+    argv: list
+    env: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Base class; subclasses set ``name`` and implement ``command`` (and may extend the rest)."""
+    name = ""
+    stop_signal = signal.SIGINT           # "snapshot, then stop"
+
+    def command(self, folder: NetFolder, resume: Optional[str], weights: Optional[str], gpu: Optional[int]) -> list:
+        """The command line that trains ``folder`` (resume: a solverstate file name; weights: a path
+        relative to the folder)."""
+        raise NotImplementedError
+
+    def prepare(self, folder: NetFolder, resume=None, weights=None, gpu=None, threads=None) -> Launch:
+        env = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)} if threads else {}
+        return Launch(self.command(folder, resume, weights, gpu), env)
+
+    def start(self, launch: Launch, folder: NetFolder, log, keep_fds=(), env=None) -> subprocess.Popen:
+        """Start the attempt in its own session, output to ``log``; it gets SIGINT if tf dies."""
+        from .. import procs
+        with open(log, "wb") as out:
+            return subprocess.Popen(launch.argv, cwd=folder.path, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**(env or procs.environ()), **launch.env}, start_new_session=True,
+                                    pass_fds=tuple(keep_fds), preexec_fn=procs.child_setup(self.stop_signal))
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """Ask the attempt to snapshot and stop."""
+        if proc.poll() is None:
+            proc.send_signal(self.stop_signal)
+
+    def describe(self) -> dict:
+        """What trained an attempt, for the net's records: at least ``engine`` and ``version``."""
+        return {"engine": self.name}
+
+    def job_args(self) -> list:
+        """Options that make ``tf train`` in a job script use this same engine."""
+        return []
+
+    def doctor(self) -> tuple[dict, list]:
+        """(what this engine will use, [{"what", "why", "fix"} for each thing missing])."""
+        return {}, []
+
+
+ENGINES = ("caffe",)
+
+
+def get(name: str = "caffe", **options) -> Engine:
+    """The engine called ``name``, configured with its options (caffe: ``caffe=PATH``)."""
+    if name == "caffe":
+        from .caffe import CaffeEngine
+        return CaffeEngine(**options)
+    raise Error(f"unknown engine {name!r} (engines: {', '.join(ENGINES)})")

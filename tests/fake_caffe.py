@@ -1,9 +1,11 @@
-"""A stand-in for `caffe train` at the subprocess boundary: reads the real solver, writes Caffe 1.0
-log lines and snapshot files, resumes from -snapshot, snapshots and stops on SIGINT.
+"""A stand-in for `caffe train` at the subprocess boundary: reads the real solver and train net,
+writes Caffe 1.0 log lines and snapshot pairs of the net's real shapes (zeros), resumes from
+-snapshot, snapshots and stops on SIGINT.
 
 Knobs (environment): FAKE_CAFFE_DELAY seconds per iteration (a file fake-caffe-delay in the net
 folder overrides it, as fake-caffe-crash-at does FAKE_CAFFE_CRASH_AT); FAKE_CAFFE_CRASH_AT=N exits 134
-when reaching iteration N, once per file named by FAKE_CAFFE_CRASH_ONCE (or always without it).
+when reaching iteration N, once per file named by FAKE_CAFFE_CRASH_ONCE (or always without it);
+FAKE_CAFFE_BAD_SNAPSHOT=N exits 134 at once when resumed from iteration N's snapshot.
 Every call is appended to fake-caffe-calls.jsonl in the net folder, with start and end times.
 """
 import json
@@ -19,13 +21,15 @@ def solver_values(path):
     return {k: v.strip('"') for k, v in re.findall(r"^(\w+): (\S+)", text, re.M)}
 
 
-def varint(v):
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
+def snapshot_bytes(train_net, it, model_name):
+    """A caffemodel and a solverstate of the net's learnable shapes, all zeros."""
+    import numpy as np
+    from transferfeat.caffeproto import BlobProto, SolverState, net_bytes
+    from transferfeat.netspec import read
+    spec = read(train_net)
+    layers = [(l.name, l.type, [np.zeros(s, np.float32) for s in l.params]) for l in spec.layers if l.params]
+    history = [BlobProto(data=np.zeros(int(np.prod(s)), np.float32), shape=s) for l in spec.layers for s in l.params]
+    return net_bytes(spec.name, layers), SolverState(it, model_name, history).to_bytes()
 
 
 def main(argv):
@@ -37,7 +41,7 @@ def main(argv):
     start = 0
     if "-snapshot" in args:
         start = int(re.search(r"_iter_(\d+)\.solverstate$", args["-snapshot"]).group(1))
-        open(args["-snapshot"]).read()
+        open(args["-snapshot"], "rb").read()
     if "-weights" in args:
         open(args["-weights"], "rb").read()         # the base net's weights must exist
     record = {"argv": argv, "start": time.time(), "pid": os.getpid()}
@@ -48,11 +52,16 @@ def main(argv):
     crash_at = int(open("fake-caffe-crash-at").read() if os.path.exists("fake-caffe-crash-at")
                    else os.environ.get("FAKE_CAFFE_CRASH_AT", "-1"))
     once = os.environ.get("FAKE_CAFFE_CRASH_ONCE")
+    if "-snapshot" in args and str(start) == os.environ.get("FAKE_CAFFE_BAD_SNAPSHOT"):
+        print(f"F0101 00:00:00.000000 1 sgd_solver.cpp:300] Check failed: history_[i]->count() from iteration {start}",
+              file=sys.stderr)
+        return 134
 
     def snapshot(it):
-        for ext in ("caffemodel", "solverstate"):           # a one-field protobuf message: iter = it
+        model, state = snapshot_bytes(s["train_net"], it, f"{prefix}_iter_{it}.caffemodel")
+        for ext, data in (("caffemodel", model), ("solverstate", state)):      # in place, as Caffe writes
             with open(f"{prefix}_iter_{it}.{ext}", "wb") as f:
-                f.write(b"\x08" + varint(it))
+                f.write(data)
         print(f"I0101 00:00:00.000000 1 solver.cpp:464] Snapshotting to binary proto file {prefix}_iter_{it}.caffemodel",
               file=sys.stderr, flush=True)
 
@@ -62,7 +71,9 @@ def main(argv):
         if it == crash_at and not (once and os.path.exists(once)):
             if once:
                 open(once, "w").close()
-            print("F0101 00:00:00.000000 1 syncedmem.cpp:56] Check failed: error == cudaSuccess", file=sys.stderr)
+            print("F0101 00:00:00.000000 1 syncedmem.cpp:56] Check failed: error == cudaSuccess (2 vs. 0)  out of memory\n"
+                  "*** Check failure stack trace: ***\n    @     0x7f3c2a1b2c3d  google::LogMessage::Fail()\n"
+                  "    @     0x7f3c2a1b2e4f  caffe::SyncedMemory::to_gpu()", file=sys.stderr)
             exit_code = 134
             break
         if it % display == 0:

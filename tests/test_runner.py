@@ -54,11 +54,32 @@ def test_train_base_then_transfer_with_weights(setup):
     assert "already done" in tf("train", "half0A", "--root", root).output
 
 
+def v1_caffemodel(train_prototxt, cut: int = 0) -> bytes:
+    """2014 Caffe's format: V1 ``layers`` (field 2) with 4-D num/channels/height/width blobs."""
+    import numpy as np
+    from transferfeat.caffeproto import BlobProto, int_field, len_field
+    from transferfeat.netspec import read
+    out = b""
+    for layer in read(train_prototxt).layers:
+        if layer.params:
+            body = len_field(4, layer.name.encode()) + int_field(5, 4 if layer.type == "Convolution" else 14)
+            for shape in layer.params:
+                dims = (1,) * (4 - len(shape)) + tuple(shape)
+                body += len_field(6, BlobProto(np.zeros(int(np.prod(shape)), np.float32), *dims).to_bytes())
+            out += len_field(2, body)
+    return out[: len(out) - cut]
+
+
 def test_2014_snapshot_names_are_base_weights(setup):
     study, root = setup
-    (root / "half1B" / "caffe_imagenet_train_iter_30").write_text("2014 weights")
+    final = root / "half1B" / "caffe_imagenet_train_iter_30"
+    final.write_bytes(v1_caffemodel(root / "half1B" / "imagenet_train.prototxt", cut=100))
+    r = tf("train", "transfer1B1A_1_5", "--root", root, "--gpu", "2")
+    assert r.exit_code == 1 and "final snapshot is not whole" in r.output and "cannot be read whole" in r.output
+    final.write_bytes(v1_caffemodel(root / "half1B" / "imagenet_train.prototxt"))
     r = tf("train", "transfer1B1A_1_5", "--root", root, "--gpu", "2")
     assert r.exit_code == 0, r.output
+    assert "half1B: its final snapshot was verified whole and recorded" in r.output
     argv = calls(root, "transfer1B1A_1_5")[0]["argv"]
     assert argv[argv.index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30"
     assert argv[argv.index("-gpu") + 1] == "2"
@@ -218,7 +239,7 @@ def test_truncated_latest_snapshot_is_passed_over(setup, monkeypatch):
     d = NetDir(root, "halfnatmanA")
     (d.path / "caffe_imagenet_train_iter_24.caffemodel").write_bytes(b"\x08\x18")
     (d.path / "caffe_imagenet_train_iter_24.solverstate").write_bytes(b"\x0a\x40partial")   # cut mid-field
-    assert d.latest_resumable() == 20
+    assert StudyFolder(root, study).resume_point("halfnatmanA") == 20
     monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
     r = tf("train", "halfnatmanA", "--root", root)
     assert r.exit_code == 0 and "resuming from iteration 20" in r.output

@@ -273,3 +273,46 @@ def read_net(path) -> list[LayerBlobs]:
 def net_weights(path) -> dict[str, list[np.ndarray]]:
     """Layer name -> its blobs as arrays, for layers that have any."""
     return {l.name: [b.array() for b in l.blobs] for l in read_net(path) if l.blobs}
+
+
+def net_bytes(name: str, layers) -> bytes:
+    """A NetParameter (.caffemodel) holding ``layers``: (name, type, [arrays]) in net order, each blob
+    with its Caffe 1.0 ``shape``, as Net::ToProto writes them (without the layers' other settings)."""
+    out = bytearray(len_field(1, name.encode()))
+    for lname, ltype, blobs in layers:
+        body = len_field(1, lname.encode()) + len_field(2, ltype.encode())
+        for b in blobs:
+            a = np.asarray(b, np.float32)
+            body += len_field(7, BlobProto(data=a.ravel(), shape=a.shape).to_bytes())
+        out += len_field(100, body)
+    return bytes(out)
+
+
+@dataclass
+class SolverState:
+    iter: int = 0
+    learned_net: str = ""
+    history: list = field(default_factory=list)       # BlobProto per learnable blob, in net order
+    current_step: int = 0
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(int_field(1, self.iter) + len_field(2, self.learned_net.encode()))
+        for h in self.history:
+            out += len_field(3, h.to_bytes())
+        if self.current_step:
+            out += int_field(4, self.current_step)
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, buf) -> "SolverState":
+        s = cls()
+        for num, wt, value in fields(buf):
+            if num == 1 and wt == 0:
+                s.iter = _signed32(value)
+            elif num == 2 and wt == 2:
+                s.learned_net = bytes(value).decode(errors="replace")
+            elif num == 3 and wt == 2:
+                s.history.append(BlobProto.from_bytes(value))
+            elif num == 4 and wt == 0:
+                s.current_step = _signed32(value)
+        return s

@@ -10,8 +10,10 @@ A database is built into ``DB.partial`` and renamed to ``DB`` only when complete
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +96,10 @@ def estimate_bytes(entries, images: Path, resize, encoded: bool, sample: int = 2
 
 
 def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False, shuffle=True, seed=0,
-             threads=None, max_skip=0.01, progress=True, log=print,
+             threads=None, max_skip=0.01, progress=True, log=print, check_space=True,
              commit_every=COMMIT_EVERY) -> BuildResult:
-    """Write an LMDB of Datum records for every line of ``list_file``."""
+    """Write an LMDB of Datum records for every line of ``list_file``; an interrupted build resumes,
+    retrying the images it skipped. ``check_space``: refuse to start without room for the estimate."""
     list_file, images, out = Path(list_file), Path(images), Path(out)
     if out.exists():
         raise Error(f"{out} exists: remove it to rebuild")
@@ -108,38 +111,73 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     progress_file = out.with_name(out.name + ".partial.json")
     params = {"list": str(list_file.resolve()), "lines": len(entries), "resize": list(resize) if resize else None,
               "encoded": encoded, "shuffle": shuffle, "seed": seed}
-    state = {"params": params, "done": 0, "skipped": []}
-    if partial.exists():
-        if progress_file.exists():
-            state = json.loads(progress_file.read_text())
-        if state["params"] != params:
-            raise Error(f"{partial} is a partial build with other settings ({state['params']}); remove it to start over")
-    else:
-        progress_file.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    estimate = estimate_bytes(entries, images, resize, encoded)
-    if estimate > 1 << 30:
-        log(f"{out}: about {estimate / 2**30:.1f} GiB for {len(entries)} images")
+    with _build_lock(out):
+        state = {"params": params, "done": 0, "skipped": []}
+        if partial.exists():
+            if progress_file.exists():
+                try:
+                    state = json.loads(progress_file.read_text())
+                except ValueError:
+                    raise Error(f"{progress_file}: unreadable; remove {partial} and it to start over") from None
+            if state["params"] != params:
+                raise Error(f"{partial} is a partial build with other settings ({state['params']}); remove it to start over")
+        else:
+            progress_file.unlink(missing_ok=True)
+        estimate = estimate_bytes(entries, images, resize, encoded)
+        done_bytes = (partial / "data.mdb").stat().st_size if (partial / "data.mdb").is_file() else 0
+        free = shutil.disk_usage(out.parent).free
+        if check_space and free < estimate - done_bytes:
+            raise Error(f"{out}: about {(estimate - done_bytes) / 2**20:.0f} MiB more are needed for {len(entries)} "
+                        f"images and {out.parent} has {free / 2**20:.0f} MiB free (--no-space-check to try anyway)")
+        if estimate > 1 << 30:
+            log(f"{out}: about {estimate / 2**30:.1f} GiB for {len(entries)} images")
+        try:
+            written, skipped, start = _fill(partial, progress_file, state, entries, order, images, resize, encoded,
+                                            threads, estimate, commit_every, progress, f"{out.parent.name}/{out.name}")
+        except lmdb.Error as e:
+            free = shutil.disk_usage(out.parent).free
+            full = "the disk is full: " if free < max(estimate - done_bytes, 1 << 20) / 10 else ""
+            raise Error(f"{out}: writing the database failed ({e}); {full}{free / 2**20:.1f} MiB free on "
+                        f"{out.parent}; the partial build stays in {partial}: free space (or fix the cause) and "
+                        f"run again to resume") from None
+        skipped = [s[1:] for s in skipped]                 # (line, file, reason)
+        if skipped and len(skipped) > max_skip * len(entries):
+            raise Error(f"{out}: {len(skipped)} of {len(entries)} images could not be read (more than "
+                        f"{max_skip:.0%}); the partial build stays in {partial}. First: line {skipped[0][0]} "
+                        f"{skipped[0][1]}: {skipped[0][2]}")
+        report = {"list": str(list_file), "images": str(images), "written": written, "skipped": [
+            {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params}
+        atomic.write_text(partial / REPORT, json.dumps(report, indent=1))
+        os.replace(partial, out)
+        progress_file.unlink(missing_ok=True)
+    return BuildResult(out, written, skipped, start)
+
+
+def _fill(partial, progress_file, state, entries, order, images, resize, encoded, threads, estimate, commit_every,
+          progress, desc):
+    """Add the records ``partial`` lacks: those after its last key, and those skipped before it."""
     # No fsync per commit (the progress file only advances after a commit, so a crash costs at most
-    # a re-decode); one sync before the rename makes the finished database durable.
+    # a re-decode); one sync before the rename makes the finished database durable. No writemap: a
+    # full disk is then an error from the write, not a SIGBUS from the memory map.
     env = lmdb.open(str(partial), map_size=max(1 << 24, 2 * estimate), subdir=True, meminit=False,
-                    map_async=True, writemap=True, sync=False)
+                    map_async=True, sync=False)
     try:
         # The database itself says where to resume (its last key); the progress file adds the
         # skipped images and the settings. Skips past the last key are simply tried again.
         with env.begin() as txn:
             cur = txn.cursor()
             start = int(bytes(cur.key())[:8]) + 1 if cur.last() else 0
-        skipped = [tuple(s) for s in state["skipped"] if s[0] < start]
+        retry = sorted({s[0] for s in state["skipped"] if s[0] < start})
+        skipped, batch = [], []
         jobs = ((i, images / entries[order[i]].path, entries[order[i]].label, resize, encoded)
-                for i in range(start, len(entries)))
-        bar = tqdm(total=len(entries), initial=start, unit="img", desc=f"{out.parent.name}/{out.name}", disable=not progress)
-        batch = []
+                for i in retry + list(range(start, len(entries))))
+        bar = tqdm(total=len(entries), initial=start - len(retry), unit="img", desc=desc, disable=not progress)
 
         def commit(upto):
             _put_all(env, batch)
             batch.clear()
-            state["done"], state["skipped"] = upto, skipped
+            state["done"], state["skipped"] = upto, skipped + [s for s in state["skipped"] if s[0] >= upto]
             atomic.write_text(progress_file, json.dumps(state))
 
         with ThreadPoolExecutor(max_workers=threads or os.cpu_count()) as pool:
@@ -148,9 +186,9 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
                 if value is None:
                     skipped.append((index, order[index] + 1, e.path, err))
                 else:
-                    batch.append((("%08d_%s" % (index, e.path)).encode(), value))
+                    batch.append((("%08d_%s" % (index, e.path)).encode(), value, index >= start))   # retried: earlier keys
                 if len(batch) >= commit_every:
-                    commit(index + 1)
+                    commit(max(index + 1, start))
                 bar.update(1)
             commit(len(entries))
         bar.close()
@@ -159,17 +197,27 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
         env.sync(True)
     finally:
         env.close()
-    skipped = [s[1:] for s in skipped]                 # (line, file, reason)
-    if skipped and len(skipped) > max_skip * len(entries):
-        raise Error(f"{out}: {len(skipped)} of {len(entries)} images could not be read (more than "
-                    f"{max_skip:.0%}); the partial build stays in {partial}. First: line {skipped[0][0]} "
-                    f"{skipped[0][1]}: {skipped[0][2]}")
-    report = {"list": str(list_file), "images": str(images), "written": written, "skipped": [
-        {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params}
-    atomic.write_text(partial / REPORT, json.dumps(report, indent=1))
-    os.replace(partial, out)
-    progress_file.unlink(missing_ok=True)
-    return BuildResult(out, written, skipped, start)
+    return written, sorted(skipped), start
+
+
+class _build_lock:
+    """One build of a database at a time: a second ``tf db`` on the same output is refused."""
+
+    def __init__(self, out: Path):
+        self.path = out.with_name(f".{out.name}.lock")
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise Error(f"another tf db is building {self.path.with_name(self.path.name[1:-5])} right now "
+                        f"(lock {self.path})") from None
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
 
 
 def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):
@@ -225,12 +273,13 @@ def _in_order(pool, fn, jobs, window: int):
 
 
 def _put_all(env, items):
-    """Write ``items`` in one transaction, growing the map as needed (never MDB_MAP_FULL)."""
+    """Write ``items`` (key, value, append) in one transaction, growing the map as needed (never
+    MDB_MAP_FULL); ``append`` for keys after the last one, else an ordinary insert."""
     while True:
         try:
             with env.begin(write=True) as txn:
-                for k, v in items:
-                    txn.put(k, v, append=True)
+                for k, v, append in items:
+                    txn.put(k, v, append=append)
             return
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
@@ -255,6 +304,8 @@ def iter_db(path):
 def compute_mean(db, progress=True) -> np.ndarray:
     """Mean image (channels, height, width) over every record, as compute_image_mean computes it."""
     total, count = None, 0
+    if not (Path(db) / "data.mdb").is_file():
+        raise Error(f"{db} is not an LMDB database (no data.mdb)")
     n = db_stat(db)["entries"]
     for _, value in tqdm(iter_db(db), total=n, unit="img", desc="mean", disable=not progress):
         img = decode_datum(value)

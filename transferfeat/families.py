@@ -180,6 +180,11 @@ class Half(Family):
     """Base nets on random halves of the classes: ``half{s}{A|B}``."""
     key, config, series = "half", Seeds, ("baseB",)
 
+    def check(self):
+        for i, s in enumerate(self.cfg.seeds):
+            if not 0 <= s < 2 ** 32:
+                raise self.error(f"seeds[{i}]", f"{s} is not a seed numpy takes (0 .. 2**32-1)")
+
     def datasets(self):
         for s in self.cfg.seeds:
             a, b = random_halves(s, self.study.config.datasets.classes)

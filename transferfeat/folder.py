@@ -42,6 +42,7 @@ class NetFolder:
     val_prototxt = property(lambda self: self.path / VAL)
     basenet = property(lambda self: self.path / "basenet")
     state = property(lambda self: self.path / "tf-state.json")
+    done_record = property(lambda self: self.path / "tf-done.json")   # the verified final snapshot
     lock = property(lambda self: self.path / ".tf-train.lock")
     job_script = property(lambda self: self.path / "tf-job.sbatch")
     job_state = property(lambda self: self.path / "tf-slurm.json")
@@ -102,23 +103,6 @@ class NetFolder:
         """The weights after ``max_iter`` iterations, or None."""
         return self.snapshots().get(max_iter)
 
-    def latest_resumable(self) -> Optional[int]:
-        """Iteration of the newest snapshot pair that is whole (Caffe writes snapshots in place, so a
-        job killed mid-write can leave a truncated one: it is passed over), or None."""
-        from .caffeproto import ProtoError, fields
-        snaps, states = self.snapshots(), self.solverstates()
-        for it in sorted(states, reverse=True):
-            try:
-                for path in (states[it], snaps.get(it)):
-                    if path is None or not path.stat().st_size:
-                        raise ProtoError("missing or empty")
-                    for _ in fields(path.read_bytes()):
-                        pass
-                return it
-            except (ProtoError, OSError):
-                continue
-        return None
-
     # -- state
     def read_state(self) -> dict:
         return _read_json(self.state)
@@ -128,6 +112,13 @@ class NetFolder:
         state = {**self.read_state(), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic.write_text(self.state, json.dumps(state, indent=1))
         return state
+
+    def read_done(self) -> dict:
+        return _read_json(self.done_record)
+
+    def write_done(self, record: dict) -> None:
+        from . import atomic
+        atomic.write_text(self.done_record, json.dumps(record, indent=1))
 
     def read_job(self) -> dict:
         return _read_json(self.job_state)
@@ -182,16 +173,43 @@ class StudyFolder:
                         f"run `tf render … --root {self.root}` first")
         return nets
 
+    def max_iter(self, name: str) -> int:
+        return self.study.max_iter(self.study.net(name))
+
     def final_snapshot(self, name: str) -> Optional[Path]:
-        return self.net(name).final_snapshot(self.study.max_iter(self.study.net(name)))
+        """The final caffemodel that the net's completion record vouches for (None: not done)."""
+        from .snapshots import SnapshotError, check_record
+        try:
+            return check_record(self.net(name), self.max_iter(name))
+        except SnapshotError:
+            return None
 
     def is_done(self, name: str) -> bool:
-        """A net is done when its final snapshot exists."""
+        """Done means: the final snapshot pair was verified whole and recorded, and is unchanged since."""
         return self.final_snapshot(name) is not None
 
-    def resume_point(self, name: str) -> Optional[int]:
-        """The iteration a new attempt of ``name`` would resume from (None: from the start)."""
-        return self.net(name).latest_resumable()
+    def final_weights(self, name: str) -> Path:
+        """The final caffemodel, its digest checked against the completion record (for -weights)."""
+        from .snapshots import check_record
+        return check_record(self.net(name), self.max_iter(name), full=True)
+
+    def damage(self, name: str) -> Optional[str]:
+        """Why the recorded final snapshot can no longer be trusted (None: no record, or it holds)."""
+        from .snapshots import SnapshotError, check_record
+        if not self.net(name).read_done():
+            return None
+        try:
+            check_record(self.net(name), self.max_iter(name))
+            return None
+        except SnapshotError as e:
+            return str(e)
+
+    def resume_point(self, name: str, echo=None) -> Optional[int]:
+        """The iteration a new attempt of ``name`` would resume from (None: from the start): the
+        newest whole snapshot pair, passing over those a crashed retry started from."""
+        from .snapshots import resumable
+        d = self.net(name)
+        return resumable(d, exclude=d.read_state().get("bad_snapshots", ()), echo=echo)
 
     def dependants(self, name: str) -> list:
         return self.study.dependants(name)

@@ -140,8 +140,11 @@ def read_text(path) -> bytes:
     return data
 
 
-def _clock(m) -> int:
+def _clock(m):
+    """Seconds into the year of a glog stamp ``MMDD hh:mm:ss``; None for one that is no date."""
     month, day, h, mi, s = (int(g) for g in m.groups())
+    if not (1 <= month <= 12 and 1 <= day <= 31 and h < 24 and mi < 60 and s < 61):
+        return None
     return ((_DAYS[month - 1] + day) * 24 + h) * 3600 + mi * 60 + s
 
 
@@ -184,14 +187,14 @@ def parse_segment(path, lr: bool = True) -> Segment:
             if _is_float(value):
                 scores[int(idx)] = float(value)
                 if name:
-                    seg.test_names[int(idx)] = name.decode()
+                    seg.test_names[int(idx)] = name.decode(errors="replace")
         if scores:
             seg.test[it] = scores
     tail = data.rfind(b"\n", 0, len(data) - 1) + 1
     last = _STAMP.match(data, tail) if data else None
     if last:
         clocks.append(_clock(last))
-    seg.seconds = elapsed(clocks)
+    seg.seconds = elapsed([c for c in clocks if c is not None])
     its = [a[0] for a in (seg.lr, seg.loss) if len(a[0])] + ([np.array(list(seg.test))] if seg.test else [])
     if its:
         allits = np.concatenate(its)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from .errors import Error
 
@@ -9,7 +10,8 @@ _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}:])|([^\s{}:"#]+))
 
 
 class Message(dict):
-    """Field name -> list of values (repeated fields keep their order)."""
+    """Field name -> list of values (repeated fields keep their order); ``line``: where it starts."""
+    line = 1
 
     def one(self, key, default=None):
         values = self.get(key)
@@ -19,9 +21,14 @@ class Message(dict):
         return self.get(key, [])
 
 
-def _value(tok: str):
+def _value(tok: str, name: str, line: int):
     if tok.startswith('"'):
-        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)      # "\777": Python warns, protobuf reads
+                return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+        except UnicodeDecodeError:
+            raise Error(f"{name}: line {line}: bad escape in the string {tok[:40]}") from None
     if tok in ("true", "false"):
         return tok == "true"
     try:
@@ -58,10 +65,11 @@ def parse(text: str, name: str = "<prototxt>") -> Message:
             continue
         nxt = tokens[i + 1][0] if i + 1 < len(tokens) else None
         if nxt == ":" and i + 2 < len(tokens) and tokens[i + 2][0] != "{":
-            stack[-1].setdefault(tok, []).append(_value(tokens[i + 2][0]))
+            stack[-1].setdefault(tok, []).append(_value(tokens[i + 2][0], name, line))
             i += 3
         elif nxt == "{" or (nxt == ":" and i + 2 < len(tokens)):
             child = Message()
+            child.line = line
             stack[-1].setdefault(tok, []).append(child)
             stack.append(child)
             i += 2 if nxt == "{" else 3

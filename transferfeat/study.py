@@ -178,7 +178,7 @@ def _layer(value, path: str) -> Layer:
         if key not in value:
             raise StudyError(f"{_join(path, key)}: missing key")
     kind = value["type"]
-    if kind not in LAYER_KEYS:
+    if not isinstance(kind, str) or kind not in LAYER_KEYS:
         raise StudyError(f"{path}.type: unknown layer type {kind!r} (valid: {', '.join(LAYER_KEYS)})")
     params = []
     for key, v in value.items():
@@ -221,6 +221,11 @@ class Study:
         self.path = path
         self.families = [REGISTRY[key](cfg, self) for key, cfg in config.families.items()]
         self._natural = None
+        for fam in self.families:
+            for need in fam.needs:
+                if need not in config.families:
+                    raise StudyError(f"families.{fam.key}: needs families.{need} (its nets' base nets)")
+            fam.check()
         self.dataset_specs: dict[str, Dataset] = {
             WHOLE_TRAIN: Dataset(WHOLE_TRAIN, "train"), WHOLE_VALID: Dataset(WHOLE_VALID, "valid")}
         for fam in self.families:
@@ -234,6 +239,7 @@ class Study:
                                      f"{self.nets[net.name].family}")
                 self.nets[net.name] = net
         self.nets = {n.name: n for n in _dependency_order(list(self.nets.values()))}
+        self._check_catalog()
 
     @classmethod
     def load(cls, path=None) -> "Study":
@@ -253,7 +259,6 @@ class Study:
             config = _dataclass(Config, data, "")
             cls._check(config)
             study = cls(config, path)
-            study._check_catalog()
         except StudyError as e:
             raise StudyError(f"study file {path}: {e}") from None
         return study
@@ -276,8 +281,11 @@ class Study:
         for name, s in c.solvers.items():
             for key in ("test_iter", "test_interval", "display", "max_iter", "snapshot", "stepsize"):
                 _positive(getattr(s, key), f"solvers.{name}.{key}", zero_ok=key in ("display", "snapshot"))
-            if s.base_lr <= 0:
-                raise StudyError(f"solvers.{name}.base_lr: {s.base_lr} must be positive")
+            if not 0 < s.base_lr < float("inf"):
+                raise StudyError(f"solvers.{name}.base_lr: {s.base_lr} must be a positive number")
+            for key in ("gamma", "momentum", "weight_decay"):
+                if not 0 <= getattr(s, key) < float("inf"):
+                    raise StudyError(f"solvers.{name}.{key}: {getattr(s, key)} must be a number, 0 or more")
         d, i = c.datasets, c.input
         _positive(d.classes - 1, "datasets.classes")
         _positive(d.train_per_class, "datasets.train_per_class")
@@ -287,12 +295,7 @@ class Study:
             _positive(getattr(i, key), f"input.{key}")
 
     def _check_catalog(self) -> None:
-        """Every family's own checks, then: every base net and dataset a net names exists."""
-        for fam in self.families:
-            for need in fam.needs:
-                if need not in self.config.families:
-                    raise StudyError(f"families.{fam.key}: needs families.{need} (its nets' base nets)")
-            fam.check()
+        """Every base net and dataset a net names exists, and its solver."""
         for net in self.nets.values():
             if net.base and net.base not in self.nets:
                 raise StudyError(f"families.{net.family}: net {net.name} needs base net {net.base}, "

@@ -146,7 +146,9 @@ def split(ctx, source, data_root):
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
 @click.option("--threads", type=int, help="Decoding threads (default: one per core).")
 @click.option("--max-skip", type=float, default=0.01, show_default=True, help="Fail when more than this fraction of images cannot be read.")
-def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, shuffle, seed, threads, max_skip):
+@click.option("--no-space-check", is_flag=True, help="Start even when the disk seems to lack room for the estimate.")
+def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, shuffle, seed, threads, max_skip,
+       no_space_check):
     """Build Caffe LMDB databases (Datum records) from list files, as convert_imageset does.
 
     Example: tf db --all --data-root data --images ILSVRC12
@@ -159,7 +161,8 @@ def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, 
             click.echo(f"{dest}: exists, skipped")
             continue
         r = build_db(lst, img, dest, classes=study.config.datasets.classes, resize=size, encoded=encoded,
-                     shuffle=shuffle, seed=seed, threads=threads, max_skip=max_skip, log=click.echo)
+                     shuffle=shuffle, seed=seed, threads=threads, max_skip=max_skip, log=click.echo,
+                     check_space=not no_space_check)
         click.echo(f"{dest}: {r.written} records, {len(r.skipped)} skipped" + (f", resumed at record {r.resumed_at}" if r.resumed_at else ""))
         for line, f, reason in r.skipped[:20]:
             click.echo(f"  skipped {lst}:{line} {f}: {reason}", err=True)

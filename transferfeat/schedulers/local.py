@@ -18,7 +18,7 @@ from ..errors import Error
 from ..folder import StudyFolder
 from ..plan import schedule
 from ..study import Net
-from ..training import Attempt, Lock, prepare, tail
+from ..training import Attempt, Lock, prepare, settle
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Pool:
         atomic.write_text(self.folder.run_state, json.dumps(state, indent=1))
 
     def _launch(self, net: Net, device) -> None:
-        att = prepare(self.folder, net, self.engine, gpu=device, threads=self.threads)
+        att = prepare(self.folder, net, self.engine, gpu=device, threads=self.threads, echo=self.echo)
         att.start()
         self.running[net.name] = att
         how = f"resumes at {att.resumed_from}" if att.resumed_from else (f"from {net.base}" if net.base else "new")
@@ -74,7 +74,10 @@ class Pool:
 
     def run(self) -> Summary:
         summary = Summary()
-        plan = schedule(self.folder, self.nets)
+        for net in self.study.with_bases(self.nets):
+            settle(self.folder, net, self.echo)
+        elsewhere = {n.name for n in self.study.nets.values() if Lock(self.folder.net(n.name)).held_elsewhere()}
+        plan = schedule(self.folder, self.nets, elsewhere=elsewhere)
         summary.skipped = list(plan.done)
         for name, (base, why) in plan.blocked.items():
             summary.blocked[name] = base
@@ -82,13 +85,20 @@ class Pool:
         pending = list(plan.order)
         after = dict(plan.after)
         free = list(self.devices)
+        waiting = set()                       # nets (or bases) another process is training
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
                 if not self.stop_requested:
+                    self._settle_elsewhere(pending, waiting, summary)
                     for net in [n for n in pending if n.name not in self.running and self._ready(after[n.name])]:
                         if not free:
                             break
+                        if Lock(self.folder.net(net.name)).held_elsewhere():
+                            if net.name not in waiting:
+                                waiting.add(net.name)
+                                self.echo(f"wait   {net.name}: running elsewhere (another tf run or job); waiting for it")
+                            continue
                         device = free.pop(0)
                         try:
                             self._launch(net, device)
@@ -99,7 +109,7 @@ class Pool:
                             self.echo(f"FAIL   {net.name}: {e}")
                             self._block(net.name, pending, summary)
                 self._save(summary, pending)
-                if not self.running:
+                if not self.running and (self.stop_requested or not self._anything_elsewhere(pending, after)):
                     break
                 try:
                     att, rc, device = self.events.get(timeout=self.interval)
@@ -117,6 +127,22 @@ class Pool:
                 summary.interrupted.append(net.name)
         return summary
 
+    def _anything_elsewhere(self, pending: list, after: dict) -> bool:
+        """Is a pending net, or the base one waits for, being trained by another process?"""
+        return any(Lock(self.folder.net(n)).held_elsewhere() for net in pending
+                   for n in (net.name, after.get(net.name)) if n)
+
+    def _settle_elsewhere(self, pending: list, waiting: set, summary: Summary) -> None:
+        """Nets another process was training and has finished: done, or pending here again."""
+        for name in sorted(waiting):
+            if not Lock(self.folder.net(name)).held_elsewhere():
+                waiting.discard(name)
+                net = self.study.net(name)
+                if settle(self.folder, net, self.echo):
+                    pending.remove(net)
+                    summary.skipped.append(name)
+                    self.echo(f"done   {name} (elsewhere)")
+
     def _finished(self, att: Attempt, rc: int, pending: list, summary: Summary) -> None:
         name = att.net.name
         del self.running[name]
@@ -129,20 +155,21 @@ class Pool:
         elif status == "interrupted" or self.stop_requested:
             pending.remove(att.net)
             summary.interrupted.append(name)
-            self.echo(f"stop   {name} (snapshot kept; a new run resumes it)")
+            self.echo(f"stop   {name} (snapshot kept; a new run resumes it)"
+                      + (f": {att.stop_reason}" if att.stop_reason else ""))
         elif summary.attempts[name] <= self.retries:
             self.echo(f"crash  {name}: exit code {rc}; retry {summary.attempts[name]} of {self.retries} "
-                      "from its latest snapshot")
+                      "from its latest whole snapshot")
         else:
             pending.remove(att.net)
-            summary.failed[name] = {"exit_code": rc, "last_lines": tail(att.log)}
+            summary.failed[name] = {"exit_code": rc, "last_lines": att.dir.read_state().get("last_lines", [])}
             self.echo(f"FAIL   {name}: exit code {rc} after {summary.attempts[name]} attempt(s)")
             self._block(name, pending, summary)
 
     def _ready(self, base: Optional[str]) -> bool:
-        """The base net is done: its final snapshot exists and its trainer has exited (the file is whole)."""
-        return base is None or (base not in self.running and self.folder.is_done(base)
-                                and not Lock(self.folder.net(base)).held_elsewhere())
+        """The base net is done (verified and recorded) and no trainer holds it any more."""
+        return base is None or (base not in self.running and not Lock(self.folder.net(base)).held_elsewhere()
+                                and self.folder.is_done(base))
 
     def _block(self, failed: str, pending: list, summary: Summary) -> None:
         """The pending nets that wait, directly or not, for ``failed``."""
@@ -157,6 +184,9 @@ class Pool:
 
     def _report(self) -> None:
         for name, att in sorted(self.running.items()):
+            why = att.watch_disk()
+            if why:
+                self.echo(f"stop   {name}: {why}")
             p = att.progress()
             acc = f"{p['accuracy']:.3f}" if p["accuracy"] is not None else "-"
             eta = f"{p['eta']:.0f}s" if p["eta"] is not None else "-"

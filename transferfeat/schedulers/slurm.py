@@ -24,6 +24,7 @@ from ..errors import Error
 from ..folder import StudyFolder
 from ..plan import schedule
 from ..study import Net
+from ..training import settle
 
 QUEUED = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
@@ -165,6 +166,8 @@ def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine,
             result.skipped[net.name] = f"not rendered under {folder.root}"
         elif net.name in queued:
             result.skipped[net.name] = f"already queued as job {queued[net.name]}"
+    for net in folder.study.with_bases(selected):
+        settle(folder, net, echo)
     plan = schedule(folder, selected, elsewhere=set(queued))
     for name in plan.done:
         result.skipped[name] = "done"

@@ -1,0 +1,140 @@
+"""Is a snapshot whole? A trainer writes its snapshots in place, so a kill or a full disk can leave
+one cut short, and a file cut at a layer boundary still parses. A snapshot pair counts only when the
+caffemodel holds every learnable layer of the net's train prototxt with the right blob shapes and
+the solverstate is whole, at the right iteration, with one history blob of the right shape per
+learnable blob. A net is done only when its final pair passed this check and the completion record
+(size, digest) was written; later users compare the file against that record.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .caffeproto import ProtoError, SolverState, read_net
+from .errors import Error
+from .folder import NetFolder
+from .netspec import read as read_netspec
+
+
+class SnapshotError(Error):
+    """A snapshot that is cut, incomplete or not of this net."""
+
+
+def expected(folder: NetFolder) -> dict:
+    """Learnable layer name -> blob shapes, from the net's train prototxt."""
+    return read_netspec(folder.train_prototxt).learnable
+
+
+def _same(shape, dims) -> bool:
+    """Caffe 1.0 shapes, or 2014's num/channels/height/width (leading ones padded)."""
+    strip = lambda s: tuple(s)[next((i for i, d in enumerate(s) if d != 1), len(s)):]   # noqa: E731
+    return tuple(shape) == tuple(dims) or strip(shape) == strip(dims)
+
+
+def check_caffemodel(path: Path, learnable: dict) -> None:
+    try:
+        layers = {l.name: l for l in read_net(path)}
+    except (ProtoError, OSError) as e:
+        raise SnapshotError(f"{path}: cannot be read whole ({e})") from None
+    for name, shapes in learnable.items():
+        if name not in layers:
+            raise SnapshotError(f"{path}: layer {name} is missing (the file holds {len(layers)} layers)")
+        blobs = layers[name].blobs
+        if len(blobs) != len(shapes):
+            raise SnapshotError(f"{path}: layer {name} has {len(blobs)} blobs, the net has {len(shapes)}")
+        for i, (b, shape) in enumerate(zip(blobs, shapes)):
+            if not _same(shape, b.dims) or b.data.size != int(np.prod(shape)):
+                raise SnapshotError(f"{path}: layer {name} blob {i} has shape {b.dims} and {b.data.size} values, "
+                                    f"the net's is {shape}")
+
+
+def read_state(path: Path) -> SolverState:
+    try:
+        return SolverState.from_bytes(Path(path).read_bytes())
+    except (ProtoError, OSError) as e:
+        raise SnapshotError(f"{path}: cannot be read whole ({e})") from None
+
+
+def check_solverstate(path: Path, learnable: dict, iteration: int) -> SolverState:
+    state = read_state(path)
+    shapes = [s for blobs in learnable.values() for s in blobs]
+    if state.iter != iteration:
+        raise SnapshotError(f"{path}: holds iteration {state.iter}, its name says {iteration}")
+    if len(state.history) != len(shapes):
+        raise SnapshotError(f"{path}: {len(state.history)} history blobs, the net has {len(shapes)} learnable blobs")
+    for i, (h, shape) in enumerate(zip(state.history, shapes)):
+        if h.data.size != int(np.prod(shape)):
+            raise SnapshotError(f"{path}: history blob {i} holds {h.data.size} values, the net's blob is {shape}")
+    return state
+
+
+def check_pair(folder: NetFolder, iteration: int, learnable: dict = None, weights_only: bool = False):
+    """The (caffemodel, solverstate) of ``iteration``, both checked whole; SnapshotError otherwise.
+    ``weights_only``: a caffemodel without a solverstate will do (weights trained elsewhere, 2014's)."""
+    learnable = expected(folder) if learnable is None else learnable
+    model, state = folder.snapshots().get(iteration), folder.solverstates().get(iteration)
+    if model is None or (state is None and not weights_only):
+        raise SnapshotError(f"{folder.path}: no {'caffemodel' if model is None else 'solverstate'} "
+                            f"for iteration {iteration}")
+    check_caffemodel(model, learnable)
+    if state is not None:
+        check_solverstate(state, learnable, iteration)
+    return model, state
+
+
+def resumable(folder: NetFolder, exclude=(), echo=None) -> int:
+    """The newest iteration whose pair is whole (None: none); each pair passed over is said to ``echo``."""
+    learnable = None
+    for it in sorted(folder.solverstates(), reverse=True):
+        if it in exclude:
+            if echo:
+                echo(f"{folder.name}: passing over the snapshot at iteration {it}: a retry from it crashed")
+            continue
+        try:
+            learnable = expected(folder) if learnable is None else learnable
+            check_pair(folder, it, learnable)
+            return it
+        except SnapshotError as e:
+            if echo:
+                echo(f"{folder.name}: passing over the snapshot at iteration {it}: {e}")
+    return None
+
+
+def digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    st = Path(path).stat()
+    return {"file": Path(path).name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+
+
+def record_done(folder: NetFolder, max_iter: int, weights_only: bool = False, **extra) -> dict:
+    """Check the final pair and write the completion record atomically; SnapshotError if not whole."""
+    model, state = check_pair(folder, max_iter, weights_only=weights_only)
+    record = {"iteration": max_iter, "caffemodel": digest(model), "solverstate": state and digest(state),
+              "verified": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    folder.write_done(record)
+    return record
+
+
+def check_record(folder: NetFolder, max_iter: int, full: bool = False) -> Path:
+    """The final caffemodel the completion record vouches for; SnapshotError if the file changed
+    since (size and time; with ``full``, its digest too)."""
+    record = folder.read_done()
+    if record.get("iteration") != max_iter:
+        raise SnapshotError(f"{folder.path}: no completion record for iteration {max_iter}")
+    want = record["caffemodel"]
+    path = folder.path / want["file"]
+    try:
+        st = path.stat()
+    except OSError:
+        raise SnapshotError(f"{path}: recorded as the final snapshot, but missing") from None
+    if st.st_size != want["bytes"] or (st.st_mtime_ns != want["mtime_ns"] and not full):
+        raise SnapshotError(f"{path}: changed since it was verified ({st.st_size} bytes, recorded {want['bytes']})")
+    if full and digest(path)["sha256"] != want["sha256"]:
+        raise SnapshotError(f"{path}: its content differs from the verified final snapshot (sha256)")
+    return path

@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 root="$prefix/root"
-tools="caffe convert_imageset compute_image_mean"
+tools="caffe convert_imageset compute_image_mean extract_features"
 
 if [ ! -x "$root/usr/bin/caffe" ]; then
   [ "$(id -u)" = 0 ] || { echo "install-caffe.sh: debootstrap needs root" >&2; exit 1; }

@@ -20,8 +20,11 @@ if [ ! -x "$here/.venv/bin/python" ]; then
   step "creating the virtual environment $here/.venv"
   "$py" -m venv "$here/.venv"
 fi
-step "pip install transferfeat[test] into .venv (a minute or two the first time)"
-"$here/.venv/bin/pip" install -q --disable-pip-version-check "$here[test]"
+# The torch engine's PyTorch: a pinned release by default (TF_TORCH="torch==2.X.Y" for another; on a
+# GPU box PyPI's Linux wheels of torch carry CUDA).
+torch_spec="${TF_TORCH:-torch==2.13.0}"
+step "pip install transferfeat[test,torch] ($torch_spec) into .venv (a few minutes the first time)"
+"$here/.venv/bin/pip" install -q --disable-pip-version-check "$here[test,torch]" "$torch_spec"
 step "Caffe 1.0 (CPU) via scripts/install-caffe.sh (about 2 minutes the first time, then nothing)"
 bash "$here/scripts/install-caffe.sh" >/dev/null
 step "ready: . $here/.venv/bin/activate; tf doctor"

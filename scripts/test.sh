@@ -10,6 +10,11 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   echo "test: apt-get install slurm-wlm munge (for the one-node SLURM cluster the tests start)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null || exit 1
 fi
+# The report test opens tf's HTML report in Debian's headless Chromium.
+if ! command -v chromium >/dev/null; then
+  echo "test: apt-get install chromium (for the HTML report test)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || exit 1
+fi
 if [ -z "${TF_SHARED:-}" ] && [ -d "$here/../shared/convnet_transfer" ]; then
   export TF_SHARED="$(cd "$here/../shared" && pwd)"
 fi

@@ -66,6 +66,20 @@ def caffe_bin():
         pytest.skip(str(e))
 
 
+def paper_size_valid(tmp_path, dataset: str, valid_per_class: int):
+    """256x256 synthetic images (4 classes) and an LMDB of them as ``dataset`` under tmp_path/data,
+    for running the paper's own CaffeNet: (image folder, data root, the dataset's folder)."""
+    from transferfeat.datasets import build_db
+    from transferfeat.synth import synthesize
+    img = tmp_path / "img"
+    synthesize(img, classes=4, train_per_class=1, valid_per_class=valid_per_class, size=(256, 256), seed=3)
+    valid = tmp_path / "data" / dataset
+    valid.mkdir(parents=True)
+    (valid / "files.txt").write_text((img / "whole_valid" / "files.txt").read_text())
+    build_db(valid / "files.txt", img / "val", valid / "lmdb", classes=1000, shuffle=False, progress=False)
+    return img, tmp_path / "data", valid
+
+
 def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10):
     """The mini study with a short schedule, written to ``tmp_path/tiny.yaml``."""
     import re
@@ -76,6 +90,18 @@ def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10):
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def torch_engine():
+    """PyTorch for the torch engine; skips only where it is absent (never in CI, which installs it)."""
+    try:
+        import torch
+        return torch
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have torch (pip install 'transferfeat[torch]')")
+        pytest.skip("torch is not installed: pip install 'transferfeat[torch]'")
 
 
 @pytest.fixture

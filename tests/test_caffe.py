@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file
+from conftest import paper_size_valid, tiny_study_file
 from transferfeat.caffeproto import net_weights
 from transferfeat.cli import main
-from transferfeat.datasets import build_db, compute_mean, write_mean
+from transferfeat.datasets import compute_mean, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.logs import parse_files
 from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
 from transferfeat.study import Study
-from transferfeat.synth import synthesize
 
 pytestmark = pytest.mark.caffe
 
@@ -50,13 +49,7 @@ def _caffe_time(caffe_bin, folder):
 def test_paper_nets_in_both_dialects_are_accepted(tmp_path, caffe_bin):
     """The paper's own CaffeNet, rendered in caffe1 (LMDB) and v0 (LevelDB, padding layers), runs in Caffe."""
     study = Study.load()
-    img = tmp_path / "img"
-    synthesize(img, classes=4, train_per_class=1, valid_per_class=13, size=(256, 256), seed=3)
-    data = tmp_path / "data"
-    valid = data / "whole_valid"
-    valid.mkdir(parents=True)
-    (valid / "files.txt").write_text((img / "whole_valid" / "files.txt").read_text())
-    build_db(valid / "files.txt", img / "val", valid / "lmdb", classes=1000, shuffle=False, progress=False)
+    img, data, valid = paper_size_valid(tmp_path, "whole_valid", 13)
     subprocess.run([str(caffe_bin.parent / "convert_imageset"), "--backend", "leveldb", str(img / "val") + "/",
                     str(valid / "files.txt"), str(valid / "leveldb")], check=True, capture_output=True)
     for d in ("whole_train", "half0A_train", "half0B_valid"):

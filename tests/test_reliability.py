@@ -18,7 +18,7 @@ from transferfeat.caffeproto import _read_varint
 from transferfeat.cli import main
 from transferfeat.datasets import build_db
 from transferfeat.errors import Error
-from transferfeat.folder import NetFolder, StudyFolder
+from transferfeat.folder import StudyFolder
 from transferfeat.logs import parse_files
 from transferfeat.render import Renderer
 from transferfeat.study import Study

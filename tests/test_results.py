@@ -2,6 +2,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -80,27 +82,86 @@ def test_cache_is_used_and_invalidated(tmp_path, cache_home):
     assert summarize(study, parse_root(study, root, use_cache=False))["nets"]["half0A"]["top1_last"] == 0.5
 
 
-def test_plot_writes_every_figure(shared, tmp_path):
-    r = run("plot", "--root", shared / "results", "--out", tmp_path / "figs", "--image-format", "png,pdf")
+def rows(path):
+    import csv
+    return list(csv.DictReader(open(path)))
+
+
+def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
+    r = run("plot", "--root", shared / "results", "--out", tmp_path / "figs", "--image-format", "png,pdf", "--build")
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     stems = ["fig2_top", "fig2_bottom", "fig2_bottom_annotated", "fig3", "reduced"]
-    assert names == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
-    assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in names)
+    pres = [f"pres_{i:02d}" for i in range(5)]
+    assert names == sorted([f"{s}.{e}" for s in stems for e in ("png", "pdf", "csv")] +
+                           [f"{s}.{e}" for s in pres for e in ("png", "pdf")])
+    assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in names if not n.endswith(".csv"))
     study = Study.load()
     with_logs = [d for d in (shared / "results").iterdir() if any(p.suffix == ".gz" for p in d.iterdir())]
     assert f"{len(study.nets) - len(with_logs)} of {len(study.nets)} nets have no logs yet" in r.output
-    r = run("plot", "--root", shared / "results", "--out", tmp_path / "c", "curves", "half0A", "transfer-ft0A0B_1_6")
+    for stem in stems:                                             # TrueType (Type 42) fonts, no Type 3
+        pdf = (tmp_path / "figs" / f"{stem}.pdf").read_bytes()
+        assert b"/FontFile2" in pdf and b"/Subtype /Type3" not in pdf, stem
+    r = run("plot", "curves", "half0A", "transfer-ft0A0B_1_6", "--root", shared / "results", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["curves_half0A.png", "curves_transfer-ft0A0B_1_6.png"]
+
+
+def test_figure_data_are_the_notebooks_numbers(shared, tmp_path):
+    """The written data files hold what the authors' notebook computed from the same logs."""
+    assert run("plot", "--root", shared / "results", "--out", tmp_path).exit_code == 0
+    means = {(r["series"], r["x"]): float(r["y"]) for r in rows(tmp_path / "fig2_bottom.csv") if r["kind"] == "mean"}
+    assert abs(means[("transfer_AnB", "0")] - 0.625) < 0.002                 # the lines start at baseB
+    assert abs(means[("transfer_AnB", "7")] - 0.542) < 0.001
+    assert abs(means[("transfer_AnB_plus", "7")] - 0.646) < 0.002
+    counts = {(r["series"], r["x"]): (r["nets"], r["of"]) for r in rows(tmp_path / "fig2_bottom.csv") if r["kind"] == "mean"}
+    assert counts[("transfer_AnB", "7")] == ("8", "8") and counts[("selffer_BnB_plus", "1")] == ("1", "2")
+    regions = {r["series"] for r in rows(tmp_path / "fig2_bottom_annotated.csv") if r["kind"] == "region"}
+    assert regions == {"region 2", "region 3", "region 4", "region 5"}          # the paper's numbering
+    rel = {(r["series"], r["x"]): float(r["y"]) for r in rows(tmp_path / "fig3.csv") if r["panel"] == "relative"}
+    assert abs(rel[("mean AnB, random splits", "7")] - (-0.083)) < 0.001        # acc - ref, not acc/ref - 1
+    assert abs(rel[("mean AnB, m/n split", "7")] - (-0.25)) < 0.005
+    nm = {(r["series"], r["x"]): float(r["y"]) for r in rows(tmp_path / "fig3.csv") if r["panel"] == "natman"}
+    assert abs(nm[("natman_to_natural", "0")] - 0.653) < 0.001 and abs(nm[("natman_to_natural", "7")] - 0.399) < 0.001
+    top = [r for r in rows(tmp_path / "fig2_top.csv")]
+    assert len(top) == sum(1 for r in rows(tmp_path / "fig2_top.csv"))
+    assert {r["series"] for r in top} == {"baseB", "selffer_BnB", "selffer_BnB_plus", "transfer_AnB", "transfer_AnB_plus"}
+    reduced = {r["x"]: float(r["y"]) for r in rows(tmp_path / "reduced.csv")}
+    assert list(reduced)[-1] == "1300" and reduced["1300"] > 0.5
+
+
+def test_legends_cover_no_data(shared):
+    from transferfeat.plots import figures
+    from transferfeat.results import parse_root, summarize
+    study = Study.load()
+    summary = summarize(study, parse_root(study, shared / "results"))
+    for stem, fig, _ in figures(study, summary):
+        fig.canvas.draw()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            box = legend.get_window_extent()
+            points = [c.get_offsets() for c in ax.collections if len(c.get_offsets())] + \
+                     [np.column_stack(l.get_data()) for l in ax.lines if len(l.get_xdata())]
+            for pts in points:
+                inside = [box.contains(*ax.transData.transform(p)) for p in np.asarray(pts, float)
+                          if np.all(np.isfinite(p)) and ax.get_ylim()[0] <= p[1] <= ax.get_ylim()[1]]
+                assert not any(inside), stem
 
 
 def test_plot_compare_and_partial(shared, tmp_path):
     part = tmp_path / "partial"
     for net in ("half0A", "half0B", "transfer0A0B_1_3", "transfer-ft0A0A_1_2"):
         shutil.copytree(shared / "results" / net, part / net, symlinks=True)
-    r = run("plot", "--root", part, "--out", tmp_path / "figs", "--compare", shared / "results")
+    r = run("plot", "--root", part, "--out", tmp_path / "figs", "--compare", shared / "results",
+            "--label", "mine", "--compare-label", "the authors")
     assert r.exit_code == 0, r.output
+    assert "transfer AnB (the authors)" in (tmp_path / "figs" / "fig2_top.csv").read_text() or \
+        "the authors" in (tmp_path / "figs" / "fig2_top.csv").read_text()
+    (tmp_path / "nologs").mkdir()
+    r = run("plot", "--root", part, "--out", tmp_path / "f2", "--compare", tmp_path / "nologs")
+    assert r.exit_code == 0 and "has no logs of study 'paper': nothing to compare" in r.output
     total = len(Study.load().nets)
     assert f"{total - 4} of {total} nets have no logs yet" in r.output
     assert (tmp_path / "figs" / "fig2_bottom.png").stat().st_size > 5000

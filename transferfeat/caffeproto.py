@@ -107,6 +107,7 @@ class Datum:
     data: bytes = b""
     label: Optional[int] = None
     encoded: Optional[bool] = None
+    float_data: Optional[np.ndarray] = None        # what extract_features writes
 
     def to_bytes(self) -> bytes:
         out = bytearray()
@@ -137,6 +138,9 @@ class Datum:
                 d.label = _signed32(value)
             elif num == 7:
                 d.encoded = bool(value)
+            elif num == 6:
+                part = _floats(value, "<f4")
+                d.float_data = part if d.float_data is None else np.concatenate([d.float_data, part])
         return d
 
     def image(self) -> np.ndarray:

@@ -68,7 +68,7 @@ def demo(out, engine: Engine, patterns=None, study: Study = None, parallel: int 
         raise Error(f"demo: {len(summary.failed)} failed, {len(summary.interrupted)} interrupted: "
                     f"{', '.join(list(summary.failed) + summary.interrupted)}; run it again to resume")
     result = summarize(study, parse_root(study, results))
-    for p in plot_all(study, result, out / "figures"):
+    for p in plot_all(study, result, out / "figures", labels=(f"{out.name}/results", "other")):
         echo(f"wrote {p}")
     return result
 

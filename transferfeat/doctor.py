@@ -9,7 +9,11 @@ from .results import cache_dir
 
 
 def diagnose(engine: Engine) -> dict:
+    from .engines.pytorch import TorchEngine
     info, missing = engine.doctor()
+    torch_info, torch_missing = TorchEngine().doctor()
+    info.update(torch_info)
+    missing += [dict(m, why=m["why"] + " (only --engine torch needs it)") for m in torch_missing]
     sbatch = shutil.which("sbatch")
     if not sbatch:
         missing.append({"what": "slurm", "why": "sbatch not found (only `tf submit` needs it)",
@@ -26,6 +30,8 @@ def lines(info: dict) -> list[str]:
     out = [f"{'engine':<20} {info['engine']}"]
     out += [f"{t:<20} {p or 'MISSING'}" for t, p in info.get("tools", {}).items()]
     out.append(f"{'caffe version':<20} {info.get('caffe_version') or '-'}")
+    out.append(f"{'torch':<20} {info.get('torch') or 'not installed'}"
+               + (f" (CUDA {info['cuda']}: {', '.join(info['torch_gpus'])})" if info.get("cuda") else ""))
     out.append(f"{'gpus':<20} {', '.join(g['name'] for g in info['gpus']) or 'none (CPU training)'}")
     out.append(f"{'slurm':<20} {info['slurm']['sbatch'] or 'not found'}")
     out.append(f"{'log cache':<20} {info['log_cache']['path']} ({info['log_cache']['bytes'] / 2**20:.1f} MiB)")

@@ -7,7 +7,7 @@ imported before the study is loaded) plus its YAML section; nothing else parses 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional, Union
 
 import numpy as np

@@ -90,6 +90,7 @@ class Segment:
     seconds: int = 0                                    # wall time the segment covers
     first_iter: int = None
     last_iter: int = None
+    engine: str = "caffe"                               # "torch" when tf's torch engine wrote it
 
 
 @dataclass
@@ -100,6 +101,11 @@ class NetLog:
     loss: tuple = _EMPTY
     test: dict = field(default_factory=dict)
     test_names: dict = field(default_factory=dict)
+
+    @property
+    def engines(self) -> str:
+        """The engines that wrote the segments, in order of first appearance ("caffe", "caffe+torch")."""
+        return "+".join(dict.fromkeys(s.engine for s in self.segments))
 
     @property
     def iterations(self) -> int:
@@ -173,6 +179,8 @@ def parse_segment(path, lr: bool = True) -> Segment:
     """One log file. ``lr=False`` skips the learning rates (the results need only losses and tests)."""
     data = read_text(path)
     seg = Segment(str(path), lr=_pairs(_LR, data) if lr else _EMPTY, loss=_pairs(_LOSS, data))
+    if b" torch engine: " in data[:4096]:
+        seg.engine = "torch"
     clocks = []
     first = _STAMP.search(data)
     if first:

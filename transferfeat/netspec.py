@@ -50,9 +50,11 @@ class NetError(Error):
     """A prototxt that Caffe would refuse (or that tf cannot run)."""
 
 
-def read(path, phase: str = "TRAIN", data_shape=None) -> NetSpec:
+def read(path, phase: str = "TRAIN", data_shape=None, strict: bool = True) -> NetSpec:
     """Parse ``path`` and infer every shape. ``data_shape`` (C, H, W) of the data layer's records
-    when it has no crop (default: the mean file's shape beside the prototxt)."""
+    when it has no crop (default: the mean file's shape beside the prototxt). ``strict``: a layer type
+    tf cannot run is an error; otherwise it is taken to keep its input's shape and hold no parameters
+    (enough to check the snapshots of a net Caffe runs)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -68,7 +70,7 @@ def read(path, phase: str = "TRAIN", data_shape=None) -> NetSpec:
         if include and phase not in include:
             continue
         layer = Layer(m.one("name", ""), m.one("type", ""), m.all("bottom"), m.all("top"), m, m.line)
-        if layer.type not in SUPPORTED:
+        if layer.type not in SUPPORTED and strict:
             raise NetError(f"{path}: line {m.line}: layer {layer.name!r} has type {layer.type!r}, which tf cannot "
                            f"run (supported: {', '.join(SUPPORTED)})")
         specs = m.all("param")
@@ -144,10 +146,10 @@ def _infer(spec: NetSpec, data_shape) -> None:
             k = math.prod(ins[0][1:])
             l.params = [(n, k)] + ([(n,)] if p.one("bias_term", True) else [])
             outs = [(ins[0][0], n)]
-        elif t in ("ReLU", "LRN", "Dropout", "Softmax"):
-            outs = [ins[0]]
-        else:                                         # SoftmaxWithLoss, Accuracy: scalars
+        elif t in ("SoftmaxWithLoss", "Accuracy"):
             outs = [()] * len(l.tops)
+        else:                                         # ReLU, LRN, Dropout, Softmax (and, not strict, the rest)
+            outs = [ins[0] if ins else ()] * len(l.tops)
         if l.params and l.lr_mult and len(l.lr_mult) != len(l.params):
             raise NetError(f"{where}: {len(l.lr_mult)} param blocks for {len(l.params)} parameter blobs")
         l.lr_mult = l.lr_mult or [1.0] * len(l.params)

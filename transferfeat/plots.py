@@ -1,11 +1,19 @@
-"""The paper's figures from a results summary (results.summarize), optionally overlaid with another.
+"""The paper's figures as the authors' notebook drew them (their PDFs: shared/convnet_transfer/plots),
+each with its data beside it: ``<figure>.csv`` holds every point, mean and region drawn, so a reader
+can re-plot or check a number without tf.
 
-Figure 2 top: every net as a marker; Figure 2 bottom: the mean lines with shaded regions (with and
-without the numbered annotations); Figure 3: man-made/natural split, random frozen filters and the
-relative-accuracy panel; the supplementary reduced-data plot; training curves of single nets.
+Figure 2 top (``fig2_top``, the authors' result_transfer): every net as a marker; Figure 2 bottom
+(``fig2_bottom``, result_transfer_lines_notext, and ``fig2_bottom_annotated``, result_transfer_lines):
+the means, the shaded regions and their explanations numbered 2–5 as in the paper's text; Figure 3
+(``fig3``, result_random_nm_combined): the man-made/natural split, random untrained filters, and the
+relative accuracy ``acc − ref``; the reduced-data plot (``reduced``, result_reduced), linear and
+log–log. PDFs embed TrueType fonts; legends are placed where there is no data.
 """
 from __future__ import annotations
 
+import csv
+import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -14,17 +22,62 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from . import atomic  # noqa: E402
 from .study import Study  # noqa: E402
 
-# (label, marker, face colour, edge colour, x offset): the paper's Figure 2 legend.
+plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 11, "axes.labelsize": 11,
+                     "legend.fontsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10,
+                     "legend.numpoints": 1, "legend.scatterpoints": 1})
+
+# The authors' legend: label, marker, face, edge, x offset, "+" glyph.
 STYLE = {
-    "baseB": ("baseB", "o", "white", "black", 0.0),
-    "selffer_BnB": ("selffer BnB", "o", "#1f3fb4", "#1f3fb4", -0.15),
-    "selffer_BnB_plus": ("selffer BnB$^+$", "o", "#8fb4ff", "#3f6fd4", -0.05),
-    "transfer_AnB": ("transfer AnB", "D", "#b41f1f", "#b41f1f", 0.05),
-    "transfer_AnB_plus": ("transfer AnB$^+$", "D", "#ff9f9f", "#d43f3f", 0.15),
+    "baseB": ("baseB", "o", "white", "black", 0.0, False),
+    "selffer_BnB": ("selffer BnB", "o", "#0000ff", "#0000b4", -0.25, False),
+    "selffer_BnB_plus": ("selffer BnB$^+$", "o", "#a9b6f5", "#2a3a9c", -0.10, True),
+    "transfer_AnB": ("transfer AnB", "D", "#ff0000", "#b00000", 0.10, False),
+    "transfer_AnB_plus": ("transfer AnB$^+$", "D", "#f7b7b7", "#a04040", 0.25, True),
 }
-FADE = 0.3
+LINE = {"selffer_BnB": "#0000ff", "selffer_BnB_plus": "#a9b6f5", "transfer_AnB": "#ff0000",
+        "transfer_AnB_plus": "#f7a8a8"}
+REGIONS = {
+    2: ("2: Performance drops\ndue to fragile\nco-adaptation", "#8c8cff"),
+    3: ("3: Fine-tuning recovers co-adapted interactions", "#c8c8ff"),
+    4: ("4: Performance\ndrops due to\nrepresentation\nspecificity", "#ff7070"),
+    5: ("5: Transfer + fine-tuning improves generalization", "#ffc8c8"),
+}
+ORANGE, OLIVE = ("#ff8c1a", "#b36200"), ("#b5c21b", "#6c7410")
+LAYER_LABEL = "Layer $n$ at which network is chopped and retrained"
+FADE = 0.35
+
+
+class Data:
+    """The rows of a figure's data file: what was drawn, where, from how many nets."""
+
+    COLUMNS = ["panel", "series", "kind", "x", "y", "y_low", "y_high", "nets", "of", "source"]
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, panel, series, kind, x, y=None, y_low=None, y_high=None, nets=None, of=None, source="mine"):
+        self.rows.append([panel, series, kind, x, y, y_low, y_high, nets, of, source])
+
+    def text(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.COLUMNS)
+        for r in self.rows:
+            w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
+        return buf.getvalue()
+
+
+def _counts(study: Study, summary: dict, series: str) -> dict:
+    """x -> (nets with results, nets the design has) for one series."""
+    out = {}
+    for net in study.nets.values():
+        if net.series == series:
+            have, want = out.get(str(net.x), (0, 0))
+            out[str(net.x)] = (have + (net.name in summary["nets"]), want + 1)
+    return out
 
 
 def _xy(points: dict):
@@ -32,179 +85,305 @@ def _xy(points: dict):
     return np.array([float(x) for x in xs]), np.array([points[x] for x in xs], dtype=float)
 
 
-def _save(fig, out: Path, stem: str, formats) -> list[Path]:
+def _limits(values, step: float = 0.02, pad: float = 0.005):
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = math.floor((min(values) - pad) / step) * step, math.ceil((max(values) + pad) / step) * step
+    return lo, hi if hi > lo else lo + step
+
+
+def _no_data(ax, what: str = "no data") -> None:
+    ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="#888888")
+
+
+def _partial_note(fig, study, summary, series_list) -> None:
+    """Say, on the figure, which means stand on fewer nets than the design has."""
+    notes = []
+    for s in series_list:
+        for x, (have, want) in sorted(_counts(study, summary, s).items(), key=lambda kv: float(kv[0])):
+            if 0 < have < want:
+                notes.append(f"{STYLE.get(s, (s,))[0].replace('$^+$', '+')} n={x}: {have} of {want}")
+    if notes:
+        text = "means over fewer nets than the design: " + ", ".join(notes[:6]) + (" …" if len(notes) > 6 else "")
+        fig.text(0.01, 0.005, text, fontsize=7, color="#666666", va="bottom")
+
+
+def _layers_axis(ax, study: Study, ylabel="Top-1 accuracy (higher is better)", xlabel=True):
+    n = len(study.arch.learnable)
+    ax.set_xlim(-0.2, n - 1 + 0.35)
+    ax.set_xticks(range(n))
+    if xlabel:
+        ax.set_xlabel(LAYER_LABEL)
+    ax.set_ylabel(ylabel)
+
+
+def _plus(ax, x, y, alpha=1.0):
+    return ax.scatter(x, y, marker="+", s=30, c="black", linewidths=1.0, zorder=5, alpha=alpha)
+
+
+def _legend(ax, **kw):
+    """A legend where it covers no data (matplotlib's 'best' weighs lines and markers)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=kw.pop("loc", "best"), frameon=True, fancybox=False, **kw)
+
+
+def fig2_top(study, summary, other=None, labels=("mine", "other"), stages=None):
+    """Every net as a marker (``stages``: the series shown, for the presentation build-up)."""
+    from matplotlib.legend_handler import HandlerTuple
+    fig, ax = plt.subplots(figsize=(9, 5))
+    data = Data()
+    everything, handles = [], []
+    for source, s_data, alpha in ((labels[0], summary, 1.0), (labels[1], other, FADE)):
+        if s_data is None:
+            continue
+        for s, (text, marker, face, edge, dx, plus) in STYLE.items():
+            pts = [(study.net(n).x, m["top1_top10_mean"]) for n, m in s_data["nets"].items()
+                   if n in study.nets and study.net(n).series == s]
+            everything += [y for _, y in pts]
+            if not pts or (stages is not None and s not in stages):
+                continue
+            x, y = np.array(pts, dtype=float).T
+            h = ax.scatter(x + dx, y, marker=marker, facecolor=face, edgecolor=edge, s=60, alpha=alpha, zorder=4,
+                           linewidths=1.2)
+            handles.append(((h, _plus(ax, x + dx, y, alpha)) if plus else h,
+                            text if source == labels[0] else f"{text} ({source})"))
+            for xi, yi in pts:
+                data.add("top", s, "net", xi, yi, source=source)
+    if not everything:
+        _no_data(ax)
+    ax.set_ylim(*_limits(everything))
+    _layers_axis(ax, study, xlabel=False)
+    if handles:
+        ax.legend(*zip(*handles), loc="best", frameon=True, fancybox=False, ncol=2 if other else 1,
+                  handler_map={tuple: HandlerTuple(ndivide=1, pad=0)})
+    fig.tight_layout()
+    return fig, data
+
+
+def _means(study, summary, series):
+    """x -> mean top-1 of a series; x = 0 is baseB, where the paper's lines start."""
+    base = summary["series"].get("baseB", {}).get("0")
+    pts = dict(summary["series"].get(series, {}))
+    if base is not None and pts:
+        pts = {"0": base, **pts}
+    return pts
+
+
+def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
+    """The means: a line per series from baseB at n = 0, the regions between them, numbered 2–5."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    data = Data()
+    base = summary["series"].get("baseB", {}).get("0")
+    lines, values = {}, []
+    for s in ("selffer_BnB_plus", "transfer_AnB_plus", "selffer_BnB", "transfer_AnB"):
+        pts = _means(study, summary, s)
+        if not pts:
+            continue
+        x, y = _xy(pts)
+        lines[s] = (x, y)
+        values += list(y)
+        ax.plot(x, y, color=LINE[s], lw=1.6, zorder=3, label=STYLE[s][0])
+        counts = _counts(study, summary, s)
+        for xi, yi in zip(x, y):
+            have, want = counts.get(f"{xi:g}", (None, None)) if xi else _counts(study, summary, "baseB").get("0", (None, None))
+            data.add("means", s, "mean", float(xi), float(yi), nets=have, of=want)
+        if other is not None and _means(study, other, s):
+            ox, oy = _xy(_means(study, other, s))
+            values += list(oy)
+            ax.plot(ox, oy, color=LINE[s], lw=1.2, ls="--", alpha=FADE + 0.2, zorder=2, label=f"{STYLE[s][0]} ({labels[1]})")
+            for xi, yi in zip(ox, oy):
+                data.add("means", s, "mean", float(xi), float(yi), source=labels[1])
+    if base is None or not lines:
+        _no_data(ax, "no data" if base is None and not lines else "no baseB, so no regions")
+    else:
+        values.append(base)
+        ax.axhline(base, color="black", lw=1.5, ls="--", zorder=3)
+        ax.scatter([0], [base], s=90, facecolor="white", edgecolor="black", linewidths=2, zorder=6)
+        _regions(ax, lines, base, data, annotate)
+    ax.set_ylim(*_limits(values))
+    _layers_axis(ax, study)
+    if not annotate:
+        _legend(ax)
+    _partial_note(fig, study, summary, list(lines))
+    fig.tight_layout()
+    return fig, data
+
+
+def _regions(ax, lines, base, data, annotate):
+    """The paper's regions: 2 (BnB below baseB), 3 (BnB+ above baseB), 4 (AnB below BnB), 5 (AnB+ above baseB)."""
+    def fill(number, x, low, high):
+        ax.fill_between(x, low, high, where=high > low, color=REGIONS[number][1], alpha=0.45, lw=0,
+                        interpolate=True, zorder=1)
+        for xi, lo, hi in zip(x, low, high):
+            if hi > lo:
+                data.add("means", f"region {number}", "region", float(xi), None, float(lo), float(hi))
+    x_end = max(x[-1] for x, _ in lines.values())
+    b = lambda x: np.full(len(x), base)   # noqa: E731
+    spots = {}
+    if "transfer_AnB_plus" in lines:
+        x, y = lines["transfer_AnB_plus"]
+        fill(5, x, b(x), y)
+        spots[5] = (x_end, max(y.max(), base), "right", "bottom")
+    if "selffer_BnB_plus" in lines:
+        x, y = lines["selffer_BnB_plus"]
+        fill(3, x, b(x), y)
+        spots[3] = (x_end, (max(y.max(), base) + spots.get(5, (0, max(y.max(), base)))[1]) / 2, "right", "center")
+    if "selffer_BnB" in lines:
+        x, y = lines["selffer_BnB"]
+        fill(2, x, y, b(x))
+        i = int(np.argmin(y))
+        spots[2] = (x[i], (y[i] + base) / 2 + (base - y[i]) * 0.1, "right", "center")
+        if "transfer_AnB" in lines:
+            xa, ya = lines["transfer_AnB"]
+            common = np.intersect1d(x, xa)
+            yb, yaa = np.interp(common, x, y), np.interp(common, xa, ya)
+            fill(4, common, yaa, yb)
+            j = len(common) - 1
+            spots[4] = (common[j] - 0.05, yb[j] - 0.3 * (yb[j] - yaa[j]), "right", "center")
+    if annotate:
+        for number, (x, y, ha, va) in spots.items():
+            ax.text(x, y, REGIONS[number][0], ha=ha, va=va, fontsize=12 if number in (3, 5) else 11, zorder=7)
+
+
+def fig3(study, summary, other=None, labels=("mine", "other")):
+    """Man-made/natural split and random filters (top), and top-1 relative to each reference, ``acc − ref`` (bottom)."""
+    fig = plt.figure(figsize=(8.5, 6.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.7], hspace=0.3, wspace=0.2)
+    top_l, top_r, bottom = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])
+    data = Data()
+    drawn = {"natman": False, "random": False, "relative": False}
+    for source, s_data, alpha, ls in ((labels[0], summary, 1.0, "-"), (labels[1], other, FADE, "--")):
+        if s_data is None:
+            continue
+        series = s_data["series"]
+        for s in ("natman_to_natural", "natman_to_manmade"):
+            drawn["natman"] |= _reference_line(top_l, series.get(s, {}), "h", *ORANGE, alpha, ls, data, "natman", s, source)
+        drawn["random"] |= _reference_line(top_r, series.get("random_frozen", {}), "v", *OLIVE, alpha, ls, data,
+                                           "random", "random_frozen", source)
+        rel = {}
+        base = series.get("baseB", {}).get("0")
+        if base is not None and series.get("transfer_AnB"):
+            rel["mean AnB, random splits"] = ({"0": 0.0, **{x: v - base for x, v in series["transfer_AnB"].items()}},
+                                              "D", ("#ff0000", "#b00000"))
+        nm = [{x: v - pts["0"] for x, v in pts.items()} for pts in (series.get("natman_to_natural", {}),
+                                                                       series.get("natman_to_manmade", {})) if "0" in pts]
+        if nm:
+            xs = sorted(set.intersection(*(set(p) for p in nm)), key=float)
+            rel["mean AnB, m/n split"] = ({x: float(np.mean([p[x] for p in nm])) for x in xs}, "h", ORANGE)
+        rf = series.get("random_frozen", {})
+        if "0" in rf:
+            rel["random features"] = ({x: v - rf["0"] for x, v in rf.items()}, "v", OLIVE)
+        for label, (pts, marker, (face, edge)) in rel.items():
+            x, y = _xy(pts)
+            bottom.plot(x, y, color=face, ls=ls, marker=marker, markerfacecolor=face,
+                        markeredgecolor="black" if marker != "v" else edge, ms=9, alpha=alpha, zorder=3,
+                        label=label if source == labels[0] else f"{label} ({source})")
+            for xi, yi in zip(x, y):
+                data.add("relative", label, "acc - ref", float(xi), float(yi), source=source)
+            drawn["relative"] = True
+    if drawn["relative"]:
+        bottom.scatter([0], [0], s=90, facecolor="white", edgecolor="black", linewidths=2, zorder=6, label="reference")
+    top_l.set_title("Man-made/Natural split", fontsize=12)
+    top_r.set_title("Random, untrained filters", fontsize=12)
+    for ax, key in ((top_l, "natman"), (top_r, "random"), (bottom, "relative")):
+        _layers_axis(ax, study, xlabel=ax is bottom, ylabel="Top-1 accuracy" if ax is top_l else "")
+        if not drawn[key]:
+            _no_data(ax)
+    top_r.set_ylabel("")
+    bottom.set_ylabel("Relative top-1 accuracy (higher is better)")
+    bottom.set_ylim(-0.30, 0.03)
+    top_r.set_ylim(bottom=0)
+    handles, names = bottom.get_legend_handles_labels()
+    if handles:
+        order = sorted(range(len(names)), key=lambda i: names[i] != "reference")
+        bottom.legend([handles[i] for i in order], [names[i] for i in order], loc="lower center",
+                      bbox_to_anchor=(0.55, 0.02), frameon=True, fancybox=False)
+    return fig, data
+
+
+def _reference_line(ax, pts: dict, marker, face, edge, alpha, ls, data, panel, series, source) -> bool:
+    """A series drawn as the authors did: an open circle for its reference (n = 0), then markers from n = 1."""
+    if not pts:
+        return False
+    x, y = _xy(pts)
+    ref = x == 0
+    ax.plot(x[~ref], y[~ref], ls=ls, color=face, marker=marker, markerfacecolor=face, markeredgecolor=edge if
+            marker == "v" else "black", ms=8, alpha=alpha, zorder=3)
+    ax.scatter(x[ref], y[ref], s=80, facecolor="white", edgecolor="black", linewidths=1.8, alpha=alpha, zorder=4)
+    for xi, yi in zip(x, y):
+        data.add(panel, series, "reference" if xi == 0 else "mean", float(xi), float(yi), source=source)
+    return True
+
+
+def fig_reduced(study, summary, other=None, labels=("mine", "other")):
+    """Top-1 against training images per class: linear (top) and log–log (bottom)."""
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6))
+    data = Data()
+    for ax, log in zip(axes, (False, True)):
+        for source, s_data, alpha, ls in ((labels[0], summary, 1.0, "-"), (labels[1], other, FADE, "--")):
+            pts = (s_data or {}).get("series", {}).get("reduced")
+            if not pts:
+                continue
+            x, y = _xy(pts)
+            ax.plot(x, y, ls=ls, color="#0000ff", marker="o", markerfacecolor="#0000ff", ms=8, alpha=alpha,
+                    label=None if not other else source)
+            if not log:
+                for xi, yi in zip(x, y):
+                    data.add("reduced", "reduced", "mean", float(xi), float(yi), source=source)
+        if not ax.lines:
+            _no_data(ax)
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("Number of examples per class" + (" (log)" if log else " (linear)"))
+        ax.set_ylabel("Top-1 accuracy")
+        if other:
+            _legend(ax)
+    fig.tight_layout()
+    return fig, data
+
+
+PRES = (("baseB",), ("baseB", "selffer_BnB"), ("baseB", "selffer_BnB", "transfer_AnB"),
+        ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus"),
+        ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus"))
+
+
+def _save(fig, out: Path, stem: str, formats, data: Data = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        tmp = out / f".{stem}.tmp.{fmt}"
-        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        tmp.replace(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        atomic.write_bytes(path, buf.getvalue())
         paths.append(path)
     plt.close(fig)
+    if data is not None:
+        atomic.write_text(out / f"{stem}.csv", data.text())
+        paths.append(out / f"{stem}.csv")
     return paths
 
 
-def _layers_axis(ax, study: Study, ylabel="Top-1 accuracy (higher is better)"):
-    ax.set_xlim(-0.5, len(study.arch.learnable) - 0.5)
-    ax.set_xticks(range(len(study.arch.learnable)))
-    ax.set_xlabel("Layer n at which network is chopped and retrained")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
+def figures(study, summary, other=None, labels=("mine", "other")) -> list:
+    """(stem, figure, data) of the paper's figures."""
+    return [("fig2_top", *fig2_top(study, summary, other, labels)),
+            ("fig2_bottom", *fig2_bottom(study, summary, False, other, labels)),
+            ("fig2_bottom_annotated", *fig2_bottom(study, summary, True, other, labels)),
+            ("fig3", *fig3(study, summary, other, labels)),
+            ("reduced", *fig_reduced(study, summary, other, labels))]
 
 
-def fig2_top(study, summary, other=None, other_label="other"):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, data, alpha in ((None, summary, 1.0), (other_label, other, FADE)):
-        if data is None:
-            continue
-        groups = {}
-        for name, m in data["nets"].items():
-            if name not in study.nets:
-                continue
-            net = study.net(name)
-            if net.series in STYLE:
-                groups.setdefault(net.series, []).append((net.x, m["top1_top10_mean"]))
-        for s, (text, marker, face, edge, dx) in STYLE.items():
-            pts = groups.get(s)
-            if not pts:
-                continue
-            x, y = np.array(pts, dtype=float).T
-            ax.scatter(x + dx, y, marker=marker, facecolor=face, edgecolor=edge, s=40, alpha=alpha, zorder=3,
-                       label=text if label is None else f"{text} ({label})")
-    _layers_axis(ax, study)
-    ax.legend(loc="lower left", fontsize=8, ncol=2 if other else 1)
-    ax.set_title("Figure 2 (top): every network")
-    return fig
-
-
-def fig2_bottom(study, summary, annotate, other=None, other_label="other"):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    series = summary["series"]
-    base = series.get("baseB", {}).get("0")
-    n = len(study.arch.learnable)
-    xs = np.arange(0, n)
-    lines = {}
-    for s, (text, marker, face, edge, _) in STYLE.items():
-        if s == "baseB" or s not in series:
-            continue
-        x, y = _xy(series[s])
-        if base is not None:
-            x, y = np.concatenate([[0], x]), np.concatenate([[base], y])
-        lines[s] = (x, y)
-        ax.plot(x, y, marker=marker, color=edge, markerfacecolor=face, label=text, lw=2, zorder=3)
-        if other and s in other["series"]:
-            ox, oy = _xy(other["series"][s])
-            ob = other["series"].get("baseB", {}).get("0")
-            if ob is not None:
-                ox, oy = np.concatenate([[0], ox]), np.concatenate([[ob], oy])
-            ax.plot(ox, oy, marker=marker, color=edge, markerfacecolor=face, alpha=FADE, lw=1.5, ls="--",
-                    label=f"{text} ({other_label})")
-    if base is not None:
-        ax.axhline(base, color="black", lw=1, ls=":", label="baseB")
-        ax.scatter([0], [base], marker="o", facecolor="white", edgecolor="black", s=60, zorder=4)
-    if "selffer_BnB" in lines and base is not None:
-        x, y = lines["selffer_BnB"]
-        ax.fill_between(x, y, base, where=y < base, color="#1f3fb4", alpha=0.12, interpolate=True)
-        if "transfer_AnB" in lines:
-            x2, y2 = lines["transfer_AnB"]
-            common = np.intersect1d(x, x2)
-            yb = np.interp(common, x, y)
-            ya = np.interp(common, x2, y2)
-            ax.fill_between(common, ya, yb, where=ya < yb, color="#b41f1f", alpha=0.12, interpolate=True)
-    if annotate and lines:
-        notes = [
-            ("selffer_BnB", "1", "Performance drops due to fragile co-adaptation"),
-            ("transfer_AnB", "2", "Performance drops due to representation specificity"),
-            ("selffer_BnB_plus", "3", "Fine-tuning recovers co-adapted interactions"),
-            ("transfer_AnB_plus", "4", "Transfer + fine-tuning improves generalization"),
-        ]
-        text = []
-        for s, num, what in notes:
-            if s in lines:
-                x, y = lines[s]
-                i = 1 + int(np.argmin(y[1:])) if num in "12" and len(y) > 1 else len(x) - 1
-                ax.annotate(num, (x[i], y[i]), xytext=(6, -14 if num in "12" else 8), textcoords="offset points",
-                            fontsize=12, fontweight="bold", color=STYLE[s][3])
-                text.append(f"{num}: {what}")
-        ax.text(0.02, 0.02, "\n".join(text), transform=ax.transAxes, fontsize=8, va="bottom",
-                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
-    ax.set_xticks(xs)
-    _layers_axis(ax, study)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.set_title("Figure 2 (bottom): means" + (", annotated" if annotate else ""))
-    return fig
-
-
-def fig3(study, summary, other=None, other_label="other"):
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-
-    def line(ax, data, s, color, label, alpha=1.0, ls="-"):
-        if s in data["series"]:
-            ax.plot(*_xy(data["series"][s]), "o" + ls, color=color, alpha=alpha, label=label)
-
-    for data, alpha, ls, suffix in ((summary, 1.0, "-", ""), (other, FADE, "--", f" ({other_label})")):
-        if data is None:
-            continue
-        line(axes[0], data, "natman_to_natural", "#1b9e77", "man-made \u2192 natural" + suffix, alpha, ls)
-        line(axes[0], data, "natman_to_manmade", "#d95f02", "natural \u2192 man-made" + suffix, alpha, ls)
-        line(axes[1], data, "random_frozen", "#7570b3", "random, untrained filters" + suffix, alpha, ls)
-        for s, color, label in (("transfer_AnB", "#b41f1f", "transfer AnB"),
-                                ("natman_to_natural", "#1b9e77", "man-made \u2192 natural"),
-                                ("natman_to_manmade", "#d95f02", "natural \u2192 man-made"),
-                                ("random_frozen", "#7570b3", "random filters")):
-            pts = data["series"].get(s, {})
-            ref = (data["series"].get("baseB", {}) if s == "transfer_AnB" else pts).get("0")
-            if not pts or not ref:
-                continue
-            x, y = _xy(pts)
-            if s == "transfer_AnB":
-                x, y = np.concatenate([[0], x]), np.concatenate([[ref], y])
-            axes[2].plot(x, y / ref - 1, "o" + ls, color=color, alpha=alpha, label=label + suffix)
-    axes[0].set_title("Man-made/natural split")
-    axes[1].set_title("Random, untrained filters")
-    axes[2].set_title("Relative top-1 accuracy")
-    for ax in axes[:2]:
-        _layers_axis(ax, study)
-    _layers_axis(axes[2], study, "Relative top-1 accuracy (vs. n = 0)")
-    axes[2].axhline(0, color="black", lw=1, ls=":")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle("Figure 3")
-    return fig
-
-
-def fig_reduced(study, summary, other=None, other_label="other"):
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, log in zip(axes, (False, True)):
-        for data, alpha, ls, label in ((summary, 1.0, "-", "reduced training set"),
-                                       (other, FADE, "--", f"reduced ({other_label})")):
-            if data is None or "reduced" not in data["series"]:
-                continue
-            x, y = _xy(data["series"]["reduced"])
-            ax.plot(x, y, "o" + ls, color="#333333", alpha=alpha, label=label)
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel("Training images per class" + (" (log)" if log else ""))
-        ax.set_ylabel("Top-1 accuracy")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Supplementary: accuracy against training-set size")
-    return fig
-
-
-def plot_all(study, summary, out, formats=("png",), other=None, other_label="other") -> list[Path]:
+def plot_all(study, summary, out, formats=("png",), other=None, labels=("mine", "other"), build=False) -> list[Path]:
+    """Every figure in ``formats`` with its data file; ``build``: also the presentation frames
+    ``pres_00…`` (Figure 2 top on fixed axes, one series more in each)."""
     out = Path(out)
-    figs = [
-        ("fig2_top", fig2_top(study, summary, other, other_label)),
-        ("fig2_bottom", fig2_bottom(study, summary, False, other, other_label)),
-        ("fig2_bottom_annotated", fig2_bottom(study, summary, True, other, other_label)),
-        ("fig3", fig3(study, summary, other, other_label)),
-        ("reduced", fig_reduced(study, summary, other, other_label)),
-    ]
-    return [p for stem, fig in figs for p in _save(fig, out, stem, formats)]
+    paths = [p for stem, fig, data in figures(study, summary, other, labels) for p in _save(fig, out, stem, formats, data)]
+    if build:
+        for i, stages in enumerate(PRES):
+            fig, _ = fig2_top(study, summary, other, labels, stages=stages)
+            paths += _save(fig, out, f"pres_{i:02d}", formats)
+    return paths
 
 
 def plot_curves(logs: dict, out, formats=("png",)) -> list[Path]:

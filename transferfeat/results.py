@@ -17,9 +17,9 @@ from .folder import StudyFolder, segment_order
 from .logs import merge, parse_segment
 from .study import Net, Study
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 COLUMNS = ["iterations", "tests", "classes", "top1_last", "top1_best", "top1_top10_mean",
-           "val_loss_bottom10_mean", "train_loss_bottom10_mean"]
+           "val_loss_bottom10_mean", "train_loss_bottom10_mean", "engine"]
 
 
 def _mean(values) -> float:
@@ -40,6 +40,7 @@ def metrics(log, net: Net) -> dict:
         "top1_top10_mean": _mean(sorted(acc, reverse=True)[:10]),
         "val_loss_bottom10_mean": _mean(sorted(vloss)[:10]),
         "train_loss_bottom10_mean": float(np.sort(loss)[:10].astype(np.float64).mean()) if len(loss) else None,
+        "engine": log.engines,
     }
 
 

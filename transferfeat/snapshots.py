@@ -25,7 +25,7 @@ class SnapshotError(Error):
 
 def expected(folder: NetFolder) -> dict:
     """Learnable layer name -> blob shapes, from the net's train prototxt."""
-    return read_netspec(folder.train_prototxt).learnable
+    return read_netspec(folder.train_prototxt, strict=False).learnable
 
 
 def _same(shape, dims) -> bool:

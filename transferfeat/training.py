@@ -293,6 +293,28 @@ def train(folder: StudyFolder, net: Net, engine: Engine, gpu=None, echo=print, i
     return status
 
 
+def score(folder: StudyFolder, net: Net, engine: Engine, weights=None, iterations=None, gpu=None, echo=print) -> int:
+    """``tf test``: score a snapshot (default: the verified final one) on the net's val net with
+    ``engine``, echoing what it prints; its exit code."""
+    from .engines.torchnet import read_solver
+    d = folder.net(net.name)
+    if not folder.is_rendered(net.name):
+        raise Error(f"net {net.name} is not rendered under {folder.root}")
+    if weights is None:
+        if not folder.is_done(net.name):
+            raise Error(f"net {net.name} has no verified final snapshot: give --weights FILE")
+        weights = folder.final_weights(net.name)
+    solver = read_solver(d.solver)
+    n = iterations or (solver["test_iter"] or [50])[0]
+    cmd = engine.test_command(d.val_prototxt.name, str(Path(weights).resolve()), n, gpu)
+    from . import procs
+    proc = subprocess.Popen(cmd, cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=procs.environ(), errors="replace")
+    for line in proc.stdout:
+        echo(line.rstrip("\n"))
+    return proc.wait()
+
+
 def status(folder: StudyFolder, nets: list[Net], logs: dict) -> list[dict]:
     """Every selected net's state (not rendered, done, running, failed, blocked, pending) with progress."""
     rows = []
@@ -332,8 +354,8 @@ def status_text(rows: list[dict]) -> str:
     from .formats import cell, table
     jobs = any(r.get("slurm") for r in rows)
     text = table([[r["name"], r["status"], f"{r['iteration']}/{r['max_iter']}", cell(r["top1_latest"]),
-                   cell(r["top1_best"])] + ([r.get("slurm") or "-"] if jobs else []) for r in rows],
-                 ["net", "status", "iteration", "val top-1", "best"] + (["slurm"] if jobs else []))
+                   cell(r["top1_best"]), r.get("engine") or "-"] + ([r.get("slurm") or "-"] if jobs else []) for r in rows],
+                 ["net", "status", "iteration", "val top-1", "best", "engine"] + (["slurm"] if jobs else []))
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1

@@ -16,8 +16,8 @@ from .. import formats
 from ..errors import Error
 from ..folder import StudyFolder
 from ..study import STUDY_ENV, Study
-from .params import (Dir, File, caffe_option, comma_ints, data_root_option, domain, fmt_option, globs_argument,
-                     image_formats, root_option, size_of)
+from .params import (Dir, File, caffe_option, comma_ints, data_root_option, domain, engine_options, fmt_option,
+                     globs_argument, image_formats, root_option, size_of)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,9 +51,14 @@ def folder_of(ctx, root: Path, must_exist: bool = False) -> StudyFolder:
     return StudyFolder(root, study_of(ctx, root))
 
 
-def engine_of(caffe):
+def folder_label(path: Path) -> str:
+    path = path.resolve()
+    return f"{path.parent.name}/{path.name}"
+
+
+def engine_of(engine="caffe", precision="fp32", caffe=None):
     from ..engines import get
-    return get("caffe", caffe=caffe)
+    return get(engine, caffe=caffe, precision=precision)
 
 
 series_header = ["series", "x:mean top-1 (mean of 10 best tests)"]
@@ -219,16 +224,33 @@ def synth(classes, train_per_class, valid_per_class, size, seed, out):
 @click.argument("net")
 @root_option
 @click.option("--gpu", type=int, help="GPU index (default: train on the CPU).")
-@caffe_option
-def train(ctx, net, root, gpu, caffe):
+@engine_options
+def train(ctx, net, root, gpu, engine, precision, caffe):
     """Train one net; resume it from its latest whole snapshot if it was interrupted.
 
     Example: tf train transfer0A0B_1_3 --root results --gpu 0
     """
     from ..training import train as train_net
     folder = folder_of(ctx, root)
-    if train_net(folder, folder.study.net(net), engine_of(caffe), gpu, echo=click.echo) == "interrupted":
+    if train_net(folder, folder.study.net(net), engine_of(engine, precision, caffe), gpu, echo=click.echo) == "interrupted":
         ctx.exit(130)
+
+
+@command("test")
+@click.argument("net")
+@root_option
+@click.option("--weights", type=File, help="The caffemodel to score (default: the net's verified final snapshot).")
+@click.option("--iterations", type=click.IntRange(1), help="Batches to score (default: the solver's test_iter).")
+@click.option("--gpu", type=int, help="GPU index (default: the CPU).")
+@engine_options
+def test_cmd(ctx, net, root, weights, iterations, gpu, engine, precision, caffe):
+    """Score a snapshot on the net's val net and print what `caffe test` prints, with either engine.
+
+    Example: tf test half0A --root results --engine torch
+    """
+    from ..training import score
+    folder = folder_of(ctx, root)
+    ctx.exit(score(folder, folder.study.net(net), engine_of(engine, precision, caffe), weights, iterations, gpu, click.echo))
 
 
 @command()
@@ -238,8 +260,8 @@ def train(ctx, net, root, gpu, caffe):
 @click.option("--parallel", type=click.IntRange(1), help="Without --gpus: train this many nets at once on the CPU.")
 @click.option("--retries", type=int, default=1, show_default=True, help="Retries of a crashed net (from its snapshot).")
 @click.option("--interval", type=float, default=10.0, show_default=True, help="Seconds between progress reports.")
-@caffe_option
-def run(ctx, globs, root, gpus, parallel, retries, interval, caffe):
+@engine_options
+def run(ctx, globs, root, gpus, parallel, retries, interval, engine, precision, caffe):
     """Train the selected nets (all rendered ones by default), each as soon as its own base net is done.
 
     Example: tf run --root results --gpus 0,1,2,3
@@ -250,7 +272,8 @@ def run(ctx, globs, root, gpus, parallel, retries, interval, caffe):
     devices = comma_ints(gpus, "GPU indices") if gpus else [None] * parallel
     folder = folder_of(ctx, root)
     threads = max(1, (os.cpu_count() or 1) // len(devices)) if parallel else None
-    s = Pool(folder, folder.select(globs), devices, engine_of(caffe), retries, threads, click.echo, interval).run()
+    s = Pool(folder, folder.select(globs), devices, engine_of(engine, precision, caffe), retries, threads, click.echo,
+             interval).run()
     click.echo("\n".join(s.lines()))
     if s.interrupted or s.failed:
         ctx.exit(130 if s.interrupted else 1)
@@ -305,10 +328,13 @@ def results(ctx, root, fmt, no_cache, compare):
 @click.option("--out", type=Dir, default="figures", show_default=True, help="Folder for the figures.")
 @click.option("--image-format", default="png", show_default=True, help="Comma-separated: png,pdf,svg.")
 @click.option("--compare", type=Dir, help="Overlay another results folder (e.g. the authors' logs), faded.")
+@click.option("--label", help="This study's name on the figures (default: the folder's parent/name).")
+@click.option("--compare-label", help="The compared study's name (default: its folder's parent/name).")
+@click.option("--build", is_flag=True, help="Also the presentation build-up of Figure 2 (pres_00…), on fixed axes.")
 @click.option("--no-cache", is_flag=True, help="Parse every log again.")
 @click.pass_context
 @domain
-def plot(ctx, root, out, image_format, compare, no_cache):
+def plot(ctx, root, out, image_format, compare, label, compare_label, build, no_cache):
     """The paper's figures (2 top, 2 bottom, 3, reduced data); `plot curves NET…` for training curves.
 
     Example: tf plot --root results --out figures --image-format png,pdf
@@ -322,7 +348,10 @@ def plot(ctx, root, out, image_format, compare, no_cache):
     if not summary["nets"]:
         raise Error(f"no net of study {study.config.name!r} has logs under {root}")
     other = summary_of(ctx, compare, not no_cache)[1] if compare else None
-    for p in plot_all(study, summary, out, fmts, other, compare.name if compare else "other"):
+    if other is not None and not other["nets"]:
+        click.echo(f"warning: {compare} has no logs of study {study.config.name!r}: nothing to compare", err=True)
+    labels = (label or folder_label(root), compare_label or (folder_label(compare) if compare else "other"))
+    for p in plot_all(study, summary, out, fmts, other, labels, build=build):
         click.echo(f"wrote {p}")
     if summary["missing"]:
         click.echo(f"{len(summary['missing'])} of {len(study.nets)} nets have no logs yet and are left out: "
@@ -354,13 +383,41 @@ def curves(ctx, nets, root, out, image_format):
         click.echo(f"wrote {p}")
 
 
+@command()
+@root_option
+@click.option("--out", type=File, default="report.html", show_default=True, help="The HTML file to write.")
+@click.option("--compare", type=Dir, help="Another results folder: its figures overlaid, deltas in the table.")
+@click.option("--label", help="This study's name in the report (default: the folder's parent/name).")
+@click.option("--compare-label", help="The compared study's name (default: its folder's parent/name).")
+@click.option("--no-cache", is_flag=True, help="Parse every log again.")
+def report(ctx, root, out, compare, label, compare_label, no_cache):
+    """One self-contained HTML file: the figures, every net (sortable, filterable), curves, provenance.
+
+    Example: tf report --root results --out report.html --compare ../shared/convnet_transfer/results
+    """
+    from ..report import write
+    from ..results import parse_root, summarize
+    from ..training import status as net_status
+    folder = folder_of(ctx, root, must_exist=True)
+    logs = parse_root(folder.study, root, use_cache=not no_cache)
+    summary = summarize(folder.study, logs)
+    if not summary["nets"]:
+        raise Error(f"no net of study {folder.study.config.name!r} has logs under {root}")
+    other = summary_of(ctx, compare, not no_cache)[1] if compare else None
+    if other is not None and not other["nets"]:
+        click.echo(f"warning: {compare} has no logs of study {folder.study.config.name!r}: nothing to compare", err=True)
+    labels = (label or folder_label(root), compare_label or (folder_label(compare) if compare else "other"))
+    size = write(folder, summary, logs, net_status(folder, list(folder.study.nets.values()), logs), out, other, labels)
+    click.echo(f"wrote {out} ({size / 1024:.0f} KB)")
+
+
 @command(context=False)
 @fmt_option("text", "json")
 @caffe_option
 def doctor(fmt, caffe):
-    """What tf will use (engine tools, GPUs, SLURM, the log cache) and how to fix what is missing."""
+    """What tf will use (Caffe's tools, torch, GPUs, SLURM, the log cache) and how to fix what is missing."""
     from ..doctor import diagnose, lines
-    info = diagnose(engine_of(caffe))
+    info = diagnose(engine_of("caffe", caffe=caffe))
     click.echo(formats.as_json(info) if fmt == "json" else "\n".join(lines(info)))
 
 
@@ -368,12 +425,12 @@ def doctor(fmt, caffe):
 @click.option("--out", type=Dir, default="demo", show_default=True, help="Folder for data, results and figures.")
 @click.option("--nets", "patterns", multiple=True, help="Net globs, repeatable ('*' for all 170). Default: one split pair.")
 @click.option("--parallel", type=click.IntRange(1), help="Nets trained at once (default: one per core).")
-@caffe_option
-def demo(ctx, out, patterns, parallel, caffe):
+@engine_options
+def demo(ctx, out, patterns, parallel, engine, precision, caffe):
     """The miniature study end to end on the CPU: data, nets, results, figures.  Example: tf demo --out demo"""
     from ..demo import demo as run_demo, report
     study, t0 = Study.load(ctx.find_root().obj["study_path"] or "mini"), time.time()
-    summary = run_demo(out, engine_of(caffe), patterns, study, parallel, echo=click.echo)
+    summary = run_demo(out, engine_of(engine, precision, caffe), patterns, study, parallel, echo=click.echo)
     click.echo("\n" + formats.table(formats.series_rows(summary["series"]), series_header))
     click.echo("\n" + "\n".join(report(study, summary, out, time.time() - t0)))
 
@@ -389,8 +446,9 @@ def demo(ctx, out, patterns, parallel, caffe):
 @click.option("--mem", help="sbatch --mem, e.g. 32G.")
 @click.option("--extra", multiple=True, help='One more sbatch option (repeatable), e.g. --extra=--qos=long.')
 @click.option("--dry-run", is_flag=True, help="Print the scripts and the dependency graph; touch nothing.")
-@caffe_option
-def submit(ctx, globs, root, partition, gres, time_limit, account, cpus_per_task, mem, extra, dry_run, caffe):
+@engine_options
+def submit(ctx, globs, root, partition, gres, time_limit, account, cpus_per_task, mem, extra, dry_run, engine, precision,
+           caffe):
     """One SLURM job per net; a transfer net runs after its base net's job (afterok).
 
     Example: tf submit --root results --gres gpu:1 --time 10-00:00:00
@@ -398,7 +456,7 @@ def submit(ctx, globs, root, partition, gres, time_limit, account, cpus_per_task
     from ..schedulers.slurm import Resources, submit as do_submit
     folder = folder_of(ctx, root)
     res = Resources(partition, gres, time_limit, account, cpus_per_task, mem, tuple(extra))
-    s = do_submit(folder, folder.select(globs), res, engine_of(caffe), dry_run=dry_run, echo=click.echo)
+    s = do_submit(folder, folder.select(globs), res, engine_of(engine, precision, caffe), dry_run=dry_run, echo=click.echo)
     click.echo("\n".join(s.lines(folder.study, dry_run)))
     if s.failed:
         raise Error("sbatch refused " + "; ".join(f"{n}: {why}" for n, why in s.failed.items()))

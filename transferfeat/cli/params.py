@@ -71,3 +71,14 @@ caffe_option = click.option("--caffe", type=File, envvar="TF_CAFFE",
 
 
 globs_argument = click.argument("globs", nargs=-1, metavar="[NET|GLOB]...")
+
+
+engine_option = click.option("--engine", type=click.Choice(["caffe", "torch"]), envvar="TF_ENGINE", default="caffe",
+                             show_default=True, help="What trains: real Caffe, or PyTorch with Caffe's semantics (env TF_ENGINE).")
+precision_option = click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32",
+                                show_default=True, help="torch engine: strict fp32 (the default), or TF32/bf16 on GPUs.")
+
+
+def engine_options(f):
+    """--engine, --precision and --caffe: which engine trains, and its settings."""
+    return engine_option(precision_option(caffe_option(f)))

@@ -33,6 +33,10 @@ class Engine:
         relative to the folder)."""
         raise NotImplementedError
 
+    def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:
+        """The command line that scores ``weights`` on ``model`` (a TEST net) as `caffe test` does."""
+        raise NotImplementedError
+
     def prepare(self, folder: NetFolder, resume=None, weights=None, gpu=None, threads=None) -> Launch:
         env = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)} if threads else {}
         return Launch(self.command(folder, resume, weights, gpu), env)
@@ -63,12 +67,15 @@ class Engine:
         return {}, []
 
 
-ENGINES = ("caffe",)
+ENGINES = ("caffe", "torch")
 
 
-def get(name: str = "caffe", **options) -> Engine:
-    """The engine called ``name``, configured with its options (caffe: ``caffe=PATH``)."""
+def get(name: str = "caffe", caffe=None, precision: str = "fp32") -> Engine:
+    """The engine called ``name`` with its options (caffe: the binary; torch: the precision)."""
     if name == "caffe":
         from .caffe import CaffeEngine
-        return CaffeEngine(**options)
+        return CaffeEngine(caffe)
+    if name == "torch":
+        from .pytorch import TorchEngine
+        return TorchEngine(precision)
     raise Error(f"unknown engine {name!r} (engines: {', '.join(ENGINES)})")

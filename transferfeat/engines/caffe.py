@@ -90,6 +90,10 @@ class CaffeEngine(Engine):
     def command(self, folder: NetFolder, resume=None, weights=None, gpu=None) -> list:
         return train_args(find_tool("caffe", self.caffe), SOLVER, gpu, snapshot=resume, weights=weights)
 
+    def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:
+        return [str(find_tool("caffe", self.caffe)), "test", "-model", model, "-weights", weights,
+                "-iterations", str(iterations)] + (["-gpu", str(gpu)] if gpu is not None else [])
+
     def describe(self) -> dict:
         tool = find_tool("caffe", self.caffe)
         return {"engine": self.name, "version": version(tool), "binary": str(tool)}

@@ -1,0 +1,146 @@
+"""`tf report` opened in Debian's headless Chromium, driven through the DevTools protocol: no console
+errors, no network requests, every figure and the table rendered (a screenshot checked for size and
+non-blank regions), sorting, filtering and the curves on demand working."""
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from transferfeat.cli import main
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have chromium (apt-get install chromium)")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return path
+
+
+class Page:
+    """One headless Chromium tab over the DevTools protocol; records console errors and requests."""
+
+    def __init__(self, chromium, profile):
+        import websocket
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1280,900", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        port = None
+        deadline = time.time() + 60
+        while port is None and time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if "DevTools listening on ws://" in line:
+                port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+        assert port, "chromium did not start its DevTools server"
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        self.id, self.events = 0, []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+
+    def call(self, method, **params):
+        self.id += 1
+        self.ws.send(json.dumps({"id": self.id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.id:
+                assert "error" not in msg, msg
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_for(self, method, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(e.get("method") == method for e in self.events):
+                return
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(method)
+
+    def js(self, expression):
+        out = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in out, out
+        return out["result"].get("value")
+
+    def errors(self):
+        found = []
+        for e in self.events:
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown" or (m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning")) \
+                    or (m == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning")):
+                found.append(e)
+        return found
+
+    def requests(self):
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+    def close(self):
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+def test_report_in_a_real_browser(shared, chromium, tmp_path, monkeypatch):
+    from PIL import Image
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "report.html"
+    r = CliRunner().invoke(main, ["report", "--root", str(shared / "results"), "--out", str(out),
+                                  "--compare", str(shared / "results"), "--label", "authors",
+                                  "--compare-label", "authors again"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    size = out.stat().st_size
+    assert 100_000 < size < 600_000, size                       # a few hundred KB for 170 nets
+    text = out.read_text()
+    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text   # nothing to fetch
+    page = Page(chromium, tmp_path / "profile")
+    try:
+        page.call("Page.navigate", url=out.as_uri())
+        page.wait_for("Page.loadEventFired")
+        assert page.js("document.querySelectorAll('figure svg').length") == 5
+        assert page.js("document.querySelectorAll('#nets tbody tr').length") == 170
+        assert page.js("document.getElementById('shown').textContent") == "170 of 170 nets"
+        # sorting: by the paper's statistic, descending on a second click
+        page.js("document.querySelector(\"th[data-key='top10']\").click()")
+        page.js("document.querySelector(\"th[data-key='top10']\").click()")
+        values = page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.children[9].textContent)"
+                         ".filter(v => v)")
+        assert values == sorted(values, key=float, reverse=True) and len(values) == 148
+        # filtering
+        page.js("const f = document.getElementById('filter'); f.value = 'transfer-ft'; f.dispatchEvent(new Event('input'))")
+        assert page.js("document.getElementById('shown').textContent") == "42 of 170 nets"
+        page.js("const g = document.getElementById('filter'); g.value = 'netbase'; g.dispatchEvent(new Event('input'))")
+        assert page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.dataset.name)") == ["netbase"]
+        # curves on demand
+        page.js("document.querySelector('#nets tbody tr.net').click()")
+        assert page.js("document.querySelectorAll('tr.curves svg.curve polyline').length") == 3
+        assert page.js("document.querySelector('#provenance').textContent").count("sha256") == 1
+        shot = page.call("Page.captureScreenshot", format="png")
+        errors, requests = page.errors(), page.requests()
+    finally:
+        page.close()
+    assert errors == []
+    assert requests == [out.as_uri()]                              # the page itself, nothing else
+    import numpy as np
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("L"))
+    assert img.shape == (900, 1280)
+    cells = [img[y:y + 150, x:x + 160] for x in range(0, 1280, 160) for y in range(0, 900, 150)]
+    inked = sum(1 for c in cells if (c < 200).sum() > 50)
+    assert inked >= len(cells) // 3, inked                        # the heading and the first figure are drawn
+
+
+def test_report_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["report", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 1 and "has logs" in r.output and not (tmp_path / "r.html").exists()

@@ -1,0 +1,406 @@
+"""The torch engine against real Caffe (BVLC 1.0 on the CPU): forward equivalence against values
+Caffe's own extract_features dumps, step-by-step training equivalence from Caffe's weights and solver
+history, interchange of snapshots both ways, transfer across engines, signals."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import paper_size_valid, tiny_study_file
+from transferfeat.caffeproto import Datum, net_bytes, net_weights, read_blob
+from transferfeat.cli import main
+from transferfeat.datasets import compute_mean, iter_db, write_mean
+from transferfeat.demo import prepare_data
+from transferfeat.folder import StudyFolder
+from transferfeat.logs import parse_files, parse_segment
+from transferfeat.render import Renderer
+from transferfeat.study import Study
+
+pytestmark = [pytest.mark.caffe, pytest.mark.torch]
+
+
+class Quiet:
+    """A torchnet Log that keeps nothing."""
+    def __call__(self, *a, **k):
+        pass
+
+
+def tf(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def caffe(caffe_bin, folder, *args, log=None):
+    out = subprocess.run([str(caffe_bin), *map(str, args)], cwd=folder, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, GLOG_logtostderr="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    if log:
+        Path(log).write_text(out.stderr)
+    return out.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, torch_engine):
+    """The mini study on a short schedule; each val round covers the whole val set (6 x 50 = 300)."""
+    tmp = tmp_path_factory.mktemp("torch")
+    path = tiny_study_file(tmp, max_iter=60, snapshot=20, test_interval=20)
+    path.write_text(path.read_text().replace("\n    test_iter: 2", "\n    test_iter: 6"))
+    study = Study.load(path)
+    data = prepare_data(study, tmp, study.select(["half0A", "half0B", "transfer0A0B_1_2"]), echo=lambda *_: None)
+    return study, data, tmp
+
+
+def edit(path, *subs):
+    text = Path(path).read_text()
+    for old, new in subs:
+        assert re.search(old, text), (old, path)
+        text = re.sub(old, new, text)
+    Path(path).write_text(text)
+
+
+def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Path:
+    """half0A made deterministic: no dropout, no mirror, crop = image size; conv1 frozen (lr_mult 0);
+    a step at iteration 30; a snapshot and a displayed loss every iteration; no tests."""
+    study, data, _ = tiny
+    Renderer(study).render_all([study.net("half0A")], where, data)
+    d = where / "half0A"
+    train = d / "imagenet_train.prototxt"
+    blocks = train.read_text().split("\nlayer {")
+    train.write_text("\nlayer {".join(b for b in blocks if 'type: "Dropout"' not in b))
+    edit(train, (r"crop_size: 28", "crop_size: 32"), (r"mirror: true", "mirror: false"))
+    edit(d / "imagenet_val.prototxt", (r"crop_size: 28", "crop_size: 32"))
+    edit(train, (r'(name: "conv1"\n  type: "Convolution"\n  bottom: "data"\n  top: "conv1"\n  param \{\n    lr_mult: )1'
+                 r'(\n    decay_mult: )1(\n  \}\n  param \{\n    lr_mult: )2', r"\g<1>0\g<2>0\g<3>0"),
+         (r"batch_size: 32", f"batch_size: {batch}"))
+    edit(d / "imagenet_solver.prototxt", (r"max_iter: \d+", f"max_iter: {max_iter}"), (r"stepsize: \d+", "stepsize: 30"),
+         (r"snapshot: \d+", "snapshot: 1"), (r"display: \d+", "display: 1"), (r"test_interval: \d+", "test_interval: 1000"))
+    return d
+
+
+def initial_weights(d: Path) -> Path:
+    """The torch engine's own initialisation, written as a caffemodel both engines start from."""
+    from transferfeat.engines.torchnet import Solver
+    s = Solver(d / "imagenet_solver.prototxt", log=Quiet())
+    layers = [(l.name, l.type, [t.detach().numpy() for t in s.net.params.get(l.name, [])]) for l in s.train_spec.layers]
+    (d / "init.caffemodel").write_bytes(net_bytes(s.train_spec.name, layers))
+    return d / "init.caffemodel"
+
+
+@pytest.fixture(scope="module")
+def caffe_run(tiny, tmp_path_factory, caffe_bin):
+    """Caffe trains the deterministic net 60 iterations from the torch engine's initial weights,
+    snapshotting every iteration."""
+    d = deterministic(tiny, tmp_path_factory.mktemp("caffe_det"))
+    init = initial_weights(d)
+    caffe(caffe_bin, d, "train", "-solver", "imagenet_solver.prototxt", "-weights", init.name, log=d / "caffe.log")
+    return d
+
+
+def close(a, b, tol):
+    """Within ``tol`` of the reference blob's largest magnitude."""
+    scale = max(float(np.abs(b).max()), 1e-12)
+    return float(np.abs(a - b).max()) <= tol * scale
+
+
+def test_training_step_by_step_from_caffes_state(caffe_run):
+    """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1."""
+    from transferfeat.engines.torchnet import Feed, Solver
+    d = caffe_run
+    solver = Solver(d / "imagenet_solver.prototxt", log=Quiet())
+    feed = Feed(solver.train_spec, "TRAIN", 0, Quiet())
+    tight = loose = 0
+    init = net_weights(d / "init.caffemodel")
+    for k in range(60):
+        batch = feed.next()
+        if k == 0:
+            solver.copy_weights("init.caffemodel")
+            for h in solver.history:
+                h.zero_()
+            solver.iter = 0
+        else:
+            solver.restore(f"caffe_imagenet_train_iter_{k}.solverstate")
+        assert solver.iter == k
+        solver.step(batch)
+        ref = net_weights(d / f"caffe_imagenet_train_iter_{k + 1}.caffemodel")
+        ok_tight = ok_loose = True
+        for name, blobs in ref.items():
+            for i, b in enumerate(blobs):
+                mine = solver.net.params[name][i].detach().numpy()
+                if name == "conv1":
+                    assert np.array_equal(b, init[name][i]) and np.array_equal(mine, init[name][i])   # frozen
+                ok_tight &= close(mine, b, 1e-5)
+                ok_loose &= close(mine, b, 1e-3)
+        tight += ok_tight
+        loose += ok_loose
+    assert tight >= 0.95 * 60 and loose == 60, (tight, loose)
+
+
+def test_free_running_losses_match(caffe_run, tmp_path):
+    d = tmp_path / "half0A"
+    shutil.copytree(caffe_run, d, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_*", "*.log"))
+    out = subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
+                          "imagenet_solver.prototxt", "-weights", "init.caffemodel"], cwd=d, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (d / "torch.log").write_text(out.stderr)
+    its_c, caffe_loss = parse_segment(caffe_run / "caffe.log").loss
+    its_t, torch_loss = parse_segment(d / "torch.log").loss
+    assert list(its_c) == list(its_t) == list(range(61))        # "Iteration 60, loss" after the last update
+    assert np.allclose(torch_loss[:11], caffe_loss[:11], rtol=1e-4, atol=0)
+    assert abs(torch_loss[:60].mean() / caffe_loss[:60].mean() - 1) < 0.02
+    first, last = net_weights(d / "caffe_imagenet_train_iter_60.caffemodel"), net_weights(caffe_run / "init.caffemodel")
+    assert all(np.array_equal(a, b) for a, b in zip(first["conv1"], last["conv1"]))       # frozen in torch too
+
+
+def extract(caffe_bin, d, weights, blobs, batches):
+    """Exact values from Caffe's own extract_features: blob name -> list of float arrays."""
+    names = ",".join(blobs)
+    dbs = ",".join(str(d / f"feat_{b}") for b in blobs)
+    subprocess.run([str(caffe_bin.parent / "extract_features"), str(weights), "imagenet_val.prototxt", names, dbs,
+                    str(batches), "lmdb", "CPU"], cwd=d, check=True, capture_output=True, timeout=600,
+                   env=dict(os.environ, GLOG_logtostderr="1"))
+    return {b: [Datum.from_bytes(v).float_data for _, v in iter_db(d / f"feat_{b}")] for b in blobs}
+
+
+def check_forward(caffe_bin, d: Path, weights: Path, batches: int, logits: str):
+    from transferfeat.engines.torchnet import Feed, Net, copy_weights
+    from transferfeat.netspec import read
+    import torch
+    ref = extract(caffe_bin, d, weights, ["data", logits, "loss", "accuracy"], batches)
+    spec = read(d / "imagenet_val.prototxt", "TEST")
+    net = Net(spec, torch.device("cpu"), "TEST")
+    copy_weights(net, weights, Quiet())
+    feed = Feed(spec, "TEST", 0, Quiet())
+    with torch.no_grad():
+        for b in range(batches):
+            data, labels = feed.next()
+            n = data.shape[0]
+            blobs = net.forward(data, labels)
+            outs = dict((name, v) for name, v, _ in net.outputs(blobs))
+            caffe_data = np.stack(ref["data"][b * n:(b + 1) * n]).reshape(data.shape)
+            assert np.array_equal(data.numpy(), caffe_data)                                  # bit for bit
+            caffe_logits = np.stack(ref[logits][b * n:(b + 1) * n])
+            mine = blobs[logits].numpy().reshape(caffe_logits.shape)
+            assert close(mine, caffe_logits, 1e-4)
+            assert abs(outs["loss"] / float(ref["loss"][b][0]) - 1) < 1e-5
+            assert outs["accuracy"] == float(ref["accuracy"][b][0])
+
+
+def test_forward_equivalence_trained_mini_net(caffe_run, caffe_bin, tmp_path):
+    d = tmp_path / "half0A"
+    shutil.copytree(caffe_run, d, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_iter_[1-5]*"))
+    check_forward(caffe_bin, d, d / "caffe_imagenet_train_iter_60.caffemodel", 6, "fc8")
+
+
+def test_forward_equivalence_paper_caffenet(tmp_path, caffe_bin, torch_engine):
+    """The paper's CaffeNet (227 crops of 256x256 images) at batch 4, random weights."""
+    study = Study.load()
+    _, data, valid = paper_size_valid(tmp_path, "half0A_valid", 2)
+    (data / "half0A_train").mkdir()
+    write_mean(compute_mean(valid / "lmdb", progress=False), data / "half0A_train" / "mean.binaryproto")
+    d = Renderer(study).render(study.net("half0A"), tmp_path / "results", data_root=data)
+    edit(d / "imagenet_val.prototxt", (r"batch_size: 50", "batch_size: 4"))
+    check_forward(caffe_bin, d, initial_weights(d), 2, "fc8")
+
+
+def test_torch_caffemodel_scores_the_same_in_caffe(tiny, tmp_path):
+    study, data, _ = tiny
+    root = tmp_path / "results"
+    Renderer(study).render_all([study.net("half0A")], root, data)
+    r = tf("train", "half0A", "--root", root, "--engine", "torch")
+    assert r.exit_code == 0, r.output
+    log = parse_files(StudyFolder(root, study).net("half0A").logs())
+    state = json.loads((root / "half0A" / "tf-state.json").read_text())
+    assert state["engine"] == "torch" and state["version"].startswith("torch ") and state["precision"] == "fp32"
+    r = tf("test", "half0A", "--root", root, "--engine", "caffe")
+    assert r.exit_code == 0, r.output
+    accuracy = float(re.search(r"caffe\.cpp:\d+\] accuracy = (\S+)", r.output).group(1))
+    assert abs(accuracy - log.accuracy[60]) <= 1e-5
+    torch_test = tf("test", "half0A", "--root", root, "--engine", "torch")
+    assert f"accuracy = {accuracy:.6g}" in torch_test.output
+    rows = json.loads(tf("status", "half0A", "--root", root, "--format", "json").output)
+    assert rows[0]["engine"] == "torch"
+
+
+def resume_one_step(caffe_bin, d: Path, pair: int, engine: str, tmp_path, name: str):
+    """Resume ``d``'s snapshot pair ``pair`` with one engine for one iteration (data from the first
+    record again, as both do on resume); the weights after it."""
+    work = tmp_path / name
+    shutil.copytree(d, work, symlinks=True)
+    edit(work / "imagenet_solver.prototxt", (r"max_iter: \d+", f"max_iter: {pair + 1}"))
+    state = f"caffe_imagenet_train_iter_{pair}.solverstate"
+    if engine == "caffe":
+        caffe(caffe_bin, work, "train", "-solver", "imagenet_solver.prototxt", "-snapshot", state)
+    else:
+        out = subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
+                              "imagenet_solver.prototxt", "-snapshot", state], cwd=work, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"Iteration {pair}, lr = " in out.stderr
+    return net_weights(work / f"caffe_imagenet_train_iter_{pair + 1}.caffemodel")
+
+
+def same_step(a: dict, b: dict):
+    for name in b:
+        for x, y in zip(a[name], b[name]):
+            assert close(x, y, 1e-5), name
+
+
+def test_snapshots_resume_across_engines(caffe_run, caffe_bin, tmp_path):
+    """A Caffe pair resumed by torch, and a torch pair resumed by Caffe, continue at the snapshot's
+    iteration, learning rate (after the step at 30) and momentum history, matching one step."""
+    same_step(resume_one_step(caffe_bin, caffe_run, 33, "torch", tmp_path, "t"),
+              resume_one_step(caffe_bin, caffe_run, 33, "caffe", tmp_path, "c"))
+    torch_run = tmp_path / "torch_run"
+    shutil.copytree(caffe_run, torch_run, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_*"))
+    edit(torch_run / "imagenet_solver.prototxt", (r"max_iter: \d+", "max_iter: 12"))
+    subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
+                    "imagenet_solver.prototxt", "-weights", "init.caffemodel"], cwd=torch_run, check=True,
+                   capture_output=True, timeout=600)
+    same_step(resume_one_step(caffe_bin, torch_run, 12, "caffe", tmp_path, "c2"),
+              resume_one_step(caffe_bin, torch_run, 12, "torch", tmp_path, "t2"))
+
+
+def test_interrupted_torch_run_resumes_bit_identical(tiny, tmp_path):
+    """Batch 40: an epoch is 30 iterations, so a snapshot at 30 is on an epoch boundary."""
+    def run(d, *args):
+        subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
+                        "imagenet_solver.prototxt", *args], cwd=d, check=True, capture_output=True, timeout=600)
+    whole = deterministic(tiny, tmp_path / "a", batch=40)
+    init = initial_weights(whole)
+    run(whole, "-weights", init.name)
+    parts = deterministic(tiny, tmp_path / "b", batch=40, max_iter=30)
+    shutil.copy(init, parts / init.name)
+    run(parts, "-weights", init.name)
+    edit(parts / "imagenet_solver.prototxt", (r"max_iter: 30", "max_iter: 60"))
+    run(parts, "-snapshot", "caffe_imagenet_train_iter_30.solverstate")
+    final = "caffe_imagenet_train_iter_60.caffemodel"
+    assert (whole / final).read_bytes() == (parts / final).read_bytes()
+    state = "caffe_imagenet_train_iter_60.solverstate"
+    assert (whole / state).read_bytes() == (parts / state).read_bytes()
+
+
+def test_transfer_nets_across_engines(tiny, tmp_path):
+    study, data, _ = tiny
+    root = tmp_path / "results"
+    Renderer(study).render_all(study.select(["half0A", "half0B", "transfer0A0B_1_2", "transfer0B0A_1_2"]), root, data)
+    for net, engine in (("half0A", "caffe"), ("transfer0A0B_1_2", "torch"), ("half0B", "torch"),
+                        ("transfer0B0A_1_2", "caffe")):
+        r = tf("train", net, "--root", root, "--engine", engine)
+        assert r.exit_code == 0, r.output
+    folder = StudyFolder(root, study)
+    for base, transfer in (("half0A", "transfer0A0B_1_2"), ("half0B", "transfer0B0A_1_2")):
+        a, b = net_weights(folder.final_snapshot(base)), net_weights(folder.final_snapshot(transfer))
+        for layer in ("conv1", "conv2"):
+            assert all(np.array_equal(x, y) for x, y in zip(a[layer], b[layer])), (transfer, layer)
+        assert "fc8-new" in b and folder.is_done(transfer)
+
+
+def test_sigint_and_kill9_then_rerun(tiny, tmp_path):
+    study, data, _ = tiny
+    root = tmp_path / "results"
+    Renderer(study).render_all([study.net("half0B")], root, data)
+    d = StudyFolder(root, study).net("half0B")
+    (d.solver).write_text(d.solver.read_text().replace("snapshot: 20", "snapshot: 5"))
+    env = dict(os.environ, TF_STUDY=str(root / "tf-study.yaml"))
+    cmd = [sys.executable, "-m", "transferfeat.cli", "train", "half0B", "--root", str(root), "--engine", "torch"]
+    for how in ("SIGINT", "kill -9"):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        before = len(d.solverstates())
+        deadline = time.time() + 120
+        while len(d.solverstates()) <= before and time.time() < deadline:
+            time.sleep(0.02)
+        if how == "SIGINT":
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 130, out
+        else:
+            proc.kill()                                    # the trainer gets SIGINT (parent-death signal)
+            proc.wait()
+            from transferfeat.training import Lock
+            deadline = time.time() + 60
+            while (Lock(d).held_elsewhere() or "Optimization stopped early" not in d.logs()[-1].read_text()) \
+                    and time.time() < deadline:
+                time.sleep(0.1)                            # the orphaned trainer snapshots, stops, lets go
+        assert not StudyFolder(root, study).is_done("half0B")
+    r = tf("train", "half0B", "--root", root, "--engine", "torch")
+    assert r.exit_code == 0 and "resuming from iteration" in r.output, r.output
+    log = parse_files(d.logs())
+    assert log.iterations == 60 and 60 in log.accuracy and len(d.logs()) == 3
+
+
+def test_image_data_layer_matches_caffe(tiny, tmp_path, caffe_bin):
+    """ImageData from the list file and JPEG folder, resized 32 -> 40 by OpenCV as Caffe does, centred crop."""
+    study, data, tmp = tiny
+    d = Renderer(study, image_data=True).render(study.net("half0A"), tmp_path / "results", data_root=data,
+                                                 images=tmp / "synth")
+    edit(d / "imagenet_val.prototxt", (r"new_height: 32", "new_height: 40"), (r"new_width: 32", "new_width: 40"))
+    mean = read_blob(data / "half0A_train" / "mean.binaryproto").array()[0]
+    write_mean(np.pad(mean, ((0, 0), (4, 4), (4, 4)), mode="edge"), tmp_path / "mean40.binaryproto")
+    (d / "imagenet_mean.binaryproto").unlink()
+    (d / "imagenet_mean.binaryproto").symlink_to(tmp_path / "mean40.binaryproto")
+    check_forward(caffe_bin, d, initial_weights(d), 2, "fc8")
+
+
+def test_logs_have_caffes_events_and_seeded_runs_repeat(tiny, tmp_path, caffe_bin):
+    """Same solver, both engines: tests, lr lines, snapshots and the end at the same iterations; two
+    torch runs with the solver's random_seed give the same bytes."""
+    study, data, _ = tiny
+    events = {}
+    finals = []
+    for name, engine in (("caffe", "caffe"), ("torch1", "torch"), ("torch2", "torch")):
+        root = tmp_path / name
+        Renderer(study).render_all([study.net("half0A")], root, data)
+        r = tf("train", "half0A", "--root", root, "--engine", engine)
+        assert r.exit_code == 0, r.output
+        text = StudyFolder(root, study).net("half0A").logs()[-1].read_text()
+        events[name] = re.findall(r"\] (Iteration \d+, Testing net|Iteration \d+, lr|Snapshotting to binary proto file "
+                                  r"\S+|Iteration \d+, loss|Optimization Done)", text)
+        finals.append(StudyFolder(root, study).final_snapshot("half0A").read_bytes())
+    assert events["caffe"] == events["torch1"] == events["torch2"] and len(events["caffe"]) > 20
+    assert finals[1] == finals[2]
+
+
+def test_clear_errors(tiny, tmp_path, monkeypatch):
+    study, data, _ = tiny
+    Renderer(study, "v0").render(study.net("half0A"), tmp_path / "v0", data_root=data)
+    (tmp_path / "v0" / "tf-study.yaml").write_text(study.path.read_text())
+    r = tf("train", "half0A", "--root", tmp_path / "v0", "--engine", "torch")
+    assert r.exit_code == 1 and "a 2014 (V0) prototxt" in r.output and "--dialect caffe1" in r.output
+    root = tmp_path / "c1"
+    Renderer(study).render_all([study.net("half0A")], root, data)
+    edit(root / "half0A" / "imagenet_train.prototxt", (r'type: "LRN"', 'type: "PReLU"'))
+    r = tf("train", "half0A", "--root", root, "--engine", "torch")
+    assert r.exit_code == 1 and "imagenet_train.prototxt: line" in r.output and "'norm1' has type 'PReLU'" in r.output
+    monkeypatch.setitem(sys.modules, "torch", None)
+    r = tf("train", "half0A", "--root", root, "--engine", "torch")
+    assert r.exit_code == 1 and "needs PyTorch" in r.output and "pip install 'transferfeat[torch]'" in r.output
+
+
+def test_demo_on_torch_shows_the_papers_effects(tmp_path, caffe_bin, torch_engine):
+    """`tf demo --engine torch` end to end (30 nets, about 9 minutes on 2 cores): the paper's effects,
+    and base nets within 0.05 top-1 of the same base nets trained by Caffe on the same data."""
+    out = tmp_path / "demo"
+    r = tf("demo", "--out", out, "--engine", "torch")
+    assert r.exit_code == 0, r.output[-3000:]
+    torch_summary = json.loads(tf("results", "--root", out / "results", "--format", "json").output)
+    s = torch_summary["series"]
+    base = s["baseB"]["0"]
+    anb, anb_plus = s["transfer_AnB"], s["transfer_AnB_plus"]
+    assert anb["7"] < anb["1"] and anb["7"] < base - 0.1                   # specificity grows with n
+    assert all(anb_plus[n] > anb[n] for n in anb) and np.mean(list(anb_plus.values())) > base   # fine-tuning helps
+    assert {m["engine"] for m in torch_summary["nets"].values()} == {"torch"}
+    study = Study.load("mini")
+    Renderer(study).render_all(study.select(["half0A", "half0B"]), tmp_path / "caffe", out / "data")
+    assert tf("run", "--root", tmp_path / "caffe", "--parallel", "2").exit_code == 0
+    caffe_nets = json.loads(tf("results", "--root", tmp_path / "caffe", "--format", "json").output)["nets"]
+    for name in ("half0A", "half0B"):
+        assert abs(torch_summary["nets"][name]["top1_top10_mean"] - caffe_nets[name]["top1_top10_mean"]) <= 0.05, name

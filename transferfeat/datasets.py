@@ -10,7 +10,6 @@ A database is built into ``DB.partial`` and renamed to ``DB`` only when complete
 from __future__ import annotations
 
 import collections
-import fcntl
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from . import atomic, images
 from .caffeproto import Datum, mean_blob, read_blob
 from .errors import Error
+from .locks import FileLock
 from .splits import read_list
 
 COMMIT_EVERY = 1000
@@ -204,20 +204,15 @@ class _build_lock:
     """One build of a database at a time: a second ``tf db`` on the same output is refused."""
 
     def __init__(self, out: Path):
-        self.path = out.with_name(f".{out.name}.lock")
+        self.out, self.lock = out, FileLock(out.with_name(f".{out.name}.lock"))
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise Error(f"another tf db is building {self.path.with_name(self.path.name[1:-5])} right now "
-                        f"(lock {self.path})") from None
+        if not self.lock.acquire():
+            raise Error(f"another tf db is building {self.out} right now (lock {self.lock.path})")
         return self
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        self.lock.release()
 
 
 def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):

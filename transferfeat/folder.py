@@ -94,11 +94,6 @@ class NetFolder:
     def solverstates(self) -> dict[int, Path]:
         return self._by_iteration(_STATE_RE)
 
-    def snapshot_pair(self, iteration: int) -> tuple[Path, Path]:
-        """The Caffe 1.0 names of the snapshot pair for ``iteration``: (caffemodel, solverstate)."""
-        stem = self.path / f"{SNAPSHOT_PREFIX}_iter_{iteration}"
-        return stem.with_name(stem.name + ".caffemodel"), stem.with_name(stem.name + ".solverstate")
-
     def final_snapshot(self, max_iter: int) -> Optional[Path]:
         """The weights after ``max_iter`` iterations, or None."""
         return self.snapshots().get(max_iter)
@@ -225,7 +220,6 @@ class DatasetFolder:
     files = property(lambda self: self.path / "files.txt")
     idxmap = property(lambda self: self.path / "idxmap.txt")
     lmdb = property(lambda self: self.path / "lmdb")
-    leveldb = property(lambda self: self.path / "leveldb")
     mean = property(lambda self: self.path / "mean.binaryproto")
 
     def db(self, kind: str = "lmdb") -> Path:

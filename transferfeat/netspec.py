@@ -1,8 +1,9 @@
-"""A net's train prototxt (Caffe 1.0 syntax) read as Caffe reads it: its layers in order and the
-shapes of every blob and every learnable parameter, inferred as Caffe's Reshape methods do.
+"""A net's prototxts (Caffe 1.0 syntax) read as Caffe reads them: the layers in order and the
+shapes of every blob and every learnable parameter, inferred as Caffe's Reshape methods do; and the
+solver, with Caffe's learning-rate policies.
 
-Used to check that a snapshot holds the net it claims to (every learnable layer, every shape), and
-by engines that build the net from its prototxt.
+Used to check that a snapshot holds the net it claims to (every learnable layer, every shape), by
+`tf test` and the report, and by engines that build the net from its prototxt.
 """
 from __future__ import annotations
 
@@ -166,3 +167,45 @@ def _record_shape(folder: Path, layer: Layer) -> tuple:
         dims = read_blob(folder / mean).dims
         return tuple(dims[-3:])
     return (3, 256, 256)
+
+
+SOLVER_DEFAULTS = dict(test_iter=[0], test_interval=0, test_initialization=True, base_lr=0.01, lr_policy="fixed",
+                       gamma=0.0, power=0.0, stepsize=0, stepvalue=[], display=0, average_loss=1, max_iter=0,
+                       momentum=0.0, weight_decay=0.0, snapshot=0, snapshot_prefix="", snapshot_after_train=True,
+                       random_seed=-1, iter_size=1, train_net="", test_net=[], regularization_type="L2")
+
+
+def read_solver(path) -> dict:
+    path = Path(path)
+    try:
+        msg = parse(path.read_bytes().decode("utf-8"), str(path))
+    except UnicodeDecodeError:
+        raise Error(f"{path}: not UTF-8 text") from None
+    out = {}
+    for key, default in SOLVER_DEFAULTS.items():
+        out[key] = msg.all(key) if isinstance(default, list) else msg.one(key, default)
+    if not out["train_net"]:
+        raise Error(f"{path}: no train_net (tf's engines run solvers with train_net and test_net files)")
+    if out["regularization_type"] != "L2":
+        raise Error(f"{path}: regularization_type {out['regularization_type']!r}: only L2 is supported")
+    return out
+
+
+def learning_rate(s: dict, it: int, step: int = 0) -> float:
+    """SGDSolver::GetLearningRate, for iteration ``it`` (0-based); ``step``: multistep's current step."""
+    p, base = s["lr_policy"], s["base_lr"]
+    if p == "fixed":
+        return base
+    if p == "step":
+        return base * s["gamma"] ** (it // s["stepsize"])
+    if p == "exp":
+        return base * s["gamma"] ** it
+    if p == "inv":
+        return base * (1 + s["gamma"] * it) ** (-s["power"])
+    if p == "multistep":
+        return base * s["gamma"] ** step
+    if p == "poly":
+        return base * (1 - it / s["max_iter"]) ** s["power"]
+    if p == "sigmoid":
+        return base / (1 + math.exp(-s["gamma"] * (it - s["stepsize"])))
+    raise Error(f"unknown lr_policy {p!r}")

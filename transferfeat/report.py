@@ -45,7 +45,7 @@ def _thin(its, values, n: int = 60) -> list:
 
 def _schedule(d, iterations: int) -> list:
     """The learning rate the net's solver gives at each iteration (the cached logs keep no lr lines)."""
-    from .engines.torchnet import learning_rate, read_solver
+    from .netspec import learning_rate, read_solver
     from .errors import Error
     try:
         solver = read_solver(d.solver)

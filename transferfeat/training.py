@@ -9,7 +9,6 @@ schedulers (schedulers/) start attempts made here.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from typing import Optional
 from .engines import Engine
 from .errors import Error
 from .folder import NetFolder, StudyFolder
+from .locks import FileLock
 from .logs import merge, parse_segment
 from .snapshots import SnapshotError, expected, record_done
 from .study import Net
@@ -82,41 +82,11 @@ def disk_room(d: NetFolder, need: int):
             f"pairs ({need / 2**20:.1f} MiB): free space, then run again to resume")
 
 
-class Lock:
-    """An exclusive lock on a net's folder, held while a trainer works on it."""
+class Lock(FileLock):
+    """The lock on a net's folder, held while a trainer works on it (by the trainer too)."""
 
     def __init__(self, d: NetFolder):
-        self.path = d.lock
-        self.fd = None
-
-    def acquire(self) -> bool:
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            return False
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def held_elsewhere(self) -> bool:
-        """Is some process training this net? (Opens the lock read-only: works on a read-only folder.)"""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        super().__init__(d.lock)
 
 
 @dataclass
@@ -296,7 +266,7 @@ def train(folder: StudyFolder, net: Net, engine: Engine, gpu=None, echo=print, i
 def score(folder: StudyFolder, net: Net, engine: Engine, weights=None, iterations=None, gpu=None, echo=print) -> int:
     """``tf test``: score a snapshot (default: the verified final one) on the net's val net with
     ``engine``, echoing what it prints; its exit code."""
-    from .engines.torchnet import read_solver
+    from .netspec import read_solver
     d = folder.net(net.name)
     if not folder.is_rendered(net.name):
         raise Error(f"net {net.name} is not rendered under {folder.root}")

@@ -56,6 +56,15 @@ def folder_label(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def compared(ctx, study, root, compare, label, compare_label, no_cache):
+    """The compared study's summary (None without --compare; a warning when it has no logs) and the
+    (mine, other) labels."""
+    other = summary_of(ctx, compare, not no_cache)[1] if compare else None
+    if other is not None and not other["nets"]:
+        click.echo(f"warning: {compare} has no logs of study {study.config.name!r}: nothing to compare", err=True)
+    return other, (label or folder_label(root), compare_label or (folder_label(compare) if compare else "other"))
+
+
 def engine_of(engine="caffe", precision="fp32", caffe=None):
     from ..engines import get
     return get(engine, caffe=caffe, precision=precision)
@@ -347,10 +356,7 @@ def plot(ctx, root, out, image_format, compare, label, compare_label, build, no_
     study, summary = summary_of(ctx, root, not no_cache)
     if not summary["nets"]:
         raise Error(f"no net of study {study.config.name!r} has logs under {root}")
-    other = summary_of(ctx, compare, not no_cache)[1] if compare else None
-    if other is not None and not other["nets"]:
-        click.echo(f"warning: {compare} has no logs of study {study.config.name!r}: nothing to compare", err=True)
-    labels = (label or folder_label(root), compare_label or (folder_label(compare) if compare else "other"))
+    other, labels = compared(ctx, study, root, compare, label, compare_label, no_cache)
     for p in plot_all(study, summary, out, fmts, other, labels, build=build):
         click.echo(f"wrote {p}")
     if summary["missing"]:
@@ -403,10 +409,7 @@ def report(ctx, root, out, compare, label, compare_label, no_cache):
     summary = summarize(folder.study, logs)
     if not summary["nets"]:
         raise Error(f"no net of study {folder.study.config.name!r} has logs under {root}")
-    other = summary_of(ctx, compare, not no_cache)[1] if compare else None
-    if other is not None and not other["nets"]:
-        click.echo(f"warning: {compare} has no logs of study {folder.study.config.name!r}: nothing to compare", err=True)
-    labels = (label or folder_label(root), compare_label or (folder_label(compare) if compare else "other"))
+    other, labels = compared(ctx, folder.study, root, compare, label, compare_label, no_cache)
     size = write(folder, summary, logs, net_status(folder, list(folder.study.nets.values()), logs), out, other, labels)
     click.echo(f"wrote {out} ({size / 1024:.0f} KB)")
 

@@ -81,9 +81,12 @@ def paper_size_valid(tmp_path, dataset: str, valid_per_class: int):
 
 
 def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10):
-    """The mini study with a short schedule, written to ``tmp_path/tiny.yaml``."""
+    """The mini study with a short schedule and less data (120 + 30 images a class), written to ``tmp_path/tiny.yaml``."""
     import re
     text = Study.load("mini").path.read_text()
+    text = re.sub(r"\n  train_per_class: \d+\n  valid_per_class: \d+\n  reduced_per_class: \[[\d, ]+\]",
+                  "\n  train_per_class: 120\n  valid_per_class: 30\n  reduced_per_class: [1, 2, 5, 10, 20, 40, 60, 80, 100, 110, 115, 120]",
+                  text)
     for key, value in (("max_iter", max_iter), ("snapshot", snapshot), ("test_interval", test_interval),
                        ("stepsize", max(1, max_iter // 2)), ("test_iter", 2), ("display", 5)):
         text = re.sub(rf"(\n    {key}:) \d+", rf"\1 {value}", text)

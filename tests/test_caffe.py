@@ -185,13 +185,19 @@ def json_of(result):
     return json.loads(result.output)
 
 
-def test_mini_base_net_beats_three_times_chance(tmp_path):
-    """The mini study as shipped (1000 iterations): a base net reaches >= 3x chance top-1."""
+def test_mini_halves_are_equally_hard_and_their_base_nets_converge(tmp_path):
+    """The mini study as shipped, on `tf demo`'s data, trained by Caffe: both base nets far above chance,
+    within 0.03 top-1 of each other, and on a plateau by their last tests (the last 300 iterations add
+    under 0.015; before the miniature was made fair they added 0.05-0.1)."""
     study = Study.load("mini")
-    nets = [study.net("half0B")]
+    nets = study.select(["half0A", "half0B"])
     data = prepare_data(study, tmp_path, nets, echo=lambda *_: None)
     Renderer(study).render_all(nets, tmp_path / "results", data)
-    assert tf("train", "half0B", "--root", tmp_path / "results").exit_code == 0
-    log = parse_files(NetDir(tmp_path / "results", "half0B").logs())
-    best10 = sorted(log.accuracy.values(), reverse=True)[:10]
-    assert sum(best10) / len(best10) >= 3 * (1 / study.net("half0B").classes)
+    assert tf("run", "--root", tmp_path / "results", "--parallel", "2").exit_code == 0
+    top1 = {}
+    for net in nets:
+        acc = list(parse_files(NetDir(tmp_path / "results", net.name).logs()).accuracy.values())
+        top1[net.name] = sum(sorted(acc, reverse=True)[:10]) / 10
+        assert top1[net.name] >= 5 / net.classes, net.name
+        assert sum(acc[-4:]) / 4 - sum(acc[-8:-4]) / 4 < 0.015, (net.name, acc[-8:])
+    assert abs(top1["half0A"] - top1["half0B"]) <= 0.03, top1

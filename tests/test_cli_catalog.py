@@ -68,8 +68,8 @@ def test_results_folder_keeps_its_study(tmp_path):
     assert run("--study", "mini", "render", "half0A", "--root", str(out)).exit_code == 0
     assert "name: mini" in (out / "tf-study.yaml").read_text()
     r = run("status", "half0A", "--root", str(out), "--format", "json")   # no --study: the folder's copy
-    assert json.loads(r.output)[0]["max_iter"] == 1000
+    assert json.loads(r.output)[0]["max_iter"] == 1500
     assert run("render", "half0B", "--root", str(out)).exit_code == 0       # the folder's study: mini's half0B
-    assert (out / "half0B" / "imagenet_solver.prototxt").read_text().count("max_iter: 1000")
+    assert (out / "half0B" / "imagenet_solver.prototxt").read_text().count("max_iter: 1500")
     r = CliRunner().invoke(main, ["--study", "paper", "render", "half0A", "--root", str(out)])
     assert r.exit_code == 1 and "holds the nets of study 'mini'" in r.output

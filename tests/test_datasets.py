@@ -176,6 +176,26 @@ def test_synth_cli(tmp_path):
     assert len((tmp_path / "s" / "synsets.txt").read_text().split()) == 4
 
 
+def test_synth_classes_are_spread_evenly():
+    """Three strokes at three places in three colours per class; the closest pair of classes (in
+    average image) is about as far apart as any class is from its nearest neighbour, unlike random draws."""
+    from transferfeat.synth import _blob, class_strokes
+
+    def nearest(classes):
+        m = np.array([sum(_blob(s) for s in c).ravel() for c in classes])
+        d = np.linalg.norm(m[:, None] - m[None], axis=2)
+        np.fill_diagonal(d, np.inf)
+        return d.min(1)
+    classes = class_strokes(20, np.random.RandomState(0))
+    for c in classes:
+        assert len({(s.cx, s.cy) for s in c}) == len({s.color for s in c}) == len({s.theta for s in c}) == 3
+    spread = nearest(classes)
+    rng = np.random.RandomState(0)
+    drawn = nearest([class_strokes(1, rng)[0] for _ in range(20)])      # 20 random candidates, not picked
+    assert spread.min() > 0.95 * np.median(spread) and drawn.min() < 0.85 * np.median(drawn)
+    assert spread.min() > 1.3 * drawn.min()
+
+
 # ------------------------------------------------------------------ compatibility with Caffe's own tools
 
 def _tool(caffe_bin, name):

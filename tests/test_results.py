@@ -92,7 +92,7 @@ def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     stems = ["fig2_top", "fig2_bottom", "fig2_bottom_annotated", "fig3", "reduced"]
-    pres = [f"pres_{i:02d}" for i in range(5)]
+    pres = [f"pres_{i:02d}" for i in range(7)]
     assert names == sorted([f"{s}.{e}" for s in stems for e in ("png", "pdf", "csv")] +
                            [f"{s}.{e}" for s in pres for e in ("png", "pdf")])
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in names if not n.endswith(".csv"))
@@ -105,6 +105,26 @@ def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
     r = run("plot", "curves", "half0A", "transfer-ft0A0B_1_6", "--root", shared / "results", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["curves_half0A.png", "curves_transfer-ft0A0B_1_6.png"]
+
+
+def test_presentation_frames_build_up_as_the_authors_do(shared):
+    """pres_00…06 as the authors' result_transfer_pres_*: nets, then means and regions, then BnB⁺, then AnB⁺."""
+    from transferfeat.plots import PRES, fig2_top
+    study = Study.load()
+    summary = summarize(study, parse_root(study, shared / "results"))
+    shown = []
+    for points, lines in PRES:
+        fig, data = fig2_top(study, summary, points=points, lines=lines)
+        kinds = {(r[1], r[2]) for r in data.rows}
+        shown.append(({s for s, k in kinds if k == "net"}, {s for s, k in kinds if k == "mean"},
+                      {s for s, k in kinds if k == "region"}, fig.axes[0].get_ylim()))
+    nets, means, regions, ylims = zip(*shown)
+    bnb, anb, bnb_plus, anb_plus = "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus"
+    assert nets == ({"baseB", bnb, anb}, {"baseB", bnb, anb}, set(), {bnb_plus}, set(), {anb_plus}, set())
+    assert means == (set(), {bnb, anb}, {bnb, anb}, {bnb, anb}, {bnb, anb, bnb_plus}, {bnb, anb, bnb_plus},
+                     {bnb, anb, bnb_plus, anb_plus})
+    assert regions[1] == {"region 2", "region 4"} and regions[6] == {"region 2", "region 3", "region 4", "region 5"}
+    assert len(set(ylims)) == 1                                   # one set of axes for every frame
 
 
 def test_figure_data_are_the_notebooks_numbers(shared, tmp_path):

@@ -35,7 +35,7 @@ def _train_list(tmp_path, lines):
 
 
 def test_train_side_rules_on_a_synthetic_list(tmp_path):
-    study = Study.load("mini")                 # 20 classes, reduced sets up to 120 per class
+    study = Study.load("mini")                 # 20 classes, reduced sets up to 500 per class
     lines = [f"c{c}/img{i}.JPEG {c}\n" for i in range(6) for c in range(20)]   # interleaved classes
     src = _train_list(tmp_path, lines)
     written, skipped = make_splits(study, src, tmp_path / "out")

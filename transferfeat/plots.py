@@ -128,8 +128,9 @@ def _legend(ax, **kw):
         ax.legend(loc=kw.pop("loc", "best"), frameon=True, fancybox=False, **kw)
 
 
-def fig2_top(study, summary, other=None, labels=("mine", "other"), stages=None):
-    """Every net as a marker (``stages``: the series shown, for the presentation build-up)."""
+def fig2_top(study, summary, other=None, labels=("mine", "other"), points=None, lines=()):
+    """Every net as a marker. For the presentation frames: ``points``, the series shown as markers, and
+    ``lines``, the series shown as mean lines with their regions, on the axes of the whole figure."""
     from matplotlib.legend_handler import HandlerTuple
     fig, ax = plt.subplots(figsize=(9, 5))
     data = Data()
@@ -141,7 +142,7 @@ def fig2_top(study, summary, other=None, labels=("mine", "other"), stages=None):
             pts = [(study.net(n).x, m["top1_top10_mean"]) for n, m in s_data["nets"].items()
                    if n in study.nets and study.net(n).series == s]
             everything += [y for _, y in pts]
-            if not pts or (stages is not None and s not in stages):
+            if not pts or (points is not None and s not in points):
                 continue
             x, y = np.array(pts, dtype=float).T
             h = ax.scatter(x + dx, y, marker=marker, facecolor=face, edgecolor=edge, s=60, alpha=alpha, zorder=4,
@@ -150,10 +151,20 @@ def fig2_top(study, summary, other=None, labels=("mine", "other"), stages=None):
                             text if source == labels[0] else f"{text} ({source})"))
             for xi, yi in pts:
                 data.add("top", s, "net", xi, yi, source=source)
+    if lines:
+        base, drawn, _ = _mean_lines(ax, study, summary, lines, data)
+        if base is not None and drawn:
+            _regions(ax, drawn, base, data, annotate=False)
+            shown = [t for _, t in handles]
+            if STYLE["baseB"][0] not in shown:
+                handles.append((plt.Line2D([], [], color="black", ls="--", marker="o", mfc="white"), STYLE["baseB"][0]))
+            handles += [(h, t) for h, t in zip(*ax.get_legend_handles_labels()) if t not in shown]
+            order = [v[0] for v in STYLE.values()]
+            handles.sort(key=lambda ht: order.index(ht[1]) if ht[1] in order else len(order))
     if not everything:
         _no_data(ax)
     ax.set_ylim(*_limits(everything))
-    _layers_axis(ax, study, xlabel=False)
+    _layers_axis(ax, study, xlabel=points is not None)      # the authors' frames have it, their Figure 2 top not
     if handles:
         ax.legend(*zip(*handles), loc="best", frameon=True, fancybox=False, ncol=2 if other else 1,
                   handler_map={tuple: HandlerTuple(ndivide=1, pad=0)})
@@ -170,14 +181,13 @@ def _means(study, summary, series):
     return pts
 
 
-def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
-    """The means: a line per series from baseB at n = 0, the regions between them, numbered 2–5."""
-    fig, ax = plt.subplots(figsize=(9, 5))
-    data = Data()
+def _mean_lines(ax, study, summary, series, data, other=None, labels=("mine", "other")):
+    """A mean line per series from baseB at n = 0, and baseB's dashed line and open circle:
+    (baseB, {series: (x, y)} drawn, values drawn)."""
     base = summary["series"].get("baseB", {}).get("0")
     lines, values = {}, []
     for s in ("selffer_BnB_plus", "transfer_AnB_plus", "selffer_BnB", "transfer_AnB"):
-        pts = _means(study, summary, s)
+        pts = _means(study, summary, s) if s in series else {}
         if not pts:
             continue
         x, y = _xy(pts)
@@ -194,14 +204,23 @@ def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
             ax.plot(ox, oy, color=LINE[s], lw=1.2, ls="--", alpha=FADE + 0.2, zorder=2, label=f"{STYLE[s][0]} ({labels[1]})")
             for xi, yi in zip(ox, oy):
                 data.add("means", s, "mean", float(xi), float(yi), source=labels[1])
-    if base is None or not lines:
-        _no_data(ax, "no data" if base is None and not lines else "no baseB, so no regions")
-    else:
+    if base is not None and lines:
         values.append(base)
         ax.axhline(base, color="black", lw=1.5, ls="--", zorder=3)
         ax.scatter([0], [base], s=90, facecolor="white", edgecolor="black", linewidths=2, zorder=6)
-        _regions(ax, lines, base, data, annotate)
+    return base, lines, values
+
+
+def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
+    """The means: a line per series from baseB at n = 0, the regions between them, numbered 2–5."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    data = Data()
+    base, lines, values = _mean_lines(ax, study, summary, tuple(LINE), data, other, labels)
     ax.set_ylim(*_limits(values))
+    if base is None or not lines:
+        _no_data(ax, "no data" if base is None and not lines else "no baseB, so no regions")
+    else:
+        _regions(ax, lines, base, data, annotate)
     _layers_axis(ax, study)
     if not annotate:
         _legend(ax)
@@ -211,13 +230,20 @@ def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
 
 
 def _regions(ax, lines, base, data, annotate):
-    """The paper's regions: 2 (BnB below baseB), 3 (BnB+ above baseB), 4 (AnB below BnB), 5 (AnB+ above baseB)."""
+    """The paper's regions: 2 (BnB below baseB), 3 (BnB+ above baseB), 4 (AnB below BnB), 5 (AnB+ above baseB).
+    ``annotate``: each region's explanation, where the region is tall enough on the axes to point at."""
+    lo_y, hi_y = ax.get_ylim()
+    line_height = 0.05 * (hi_y - lo_y)               # about one line of the explanations' text, in data units
+    visible = set()
+
     def fill(number, x, low, high):
         ax.fill_between(x, low, high, where=high > low, color=REGIONS[number][1], alpha=0.45, lw=0,
                         interpolate=True, zorder=1)
         for xi, lo, hi in zip(x, low, high):
             if hi > lo:
                 data.add("means", f"region {number}", "region", float(xi), None, float(lo), float(hi))
+        if np.max(np.asarray(high) - np.asarray(low), initial=0) >= 0.4 * line_height:
+            visible.add(number)
     x_end = max(x[-1] for x, _ in lines.values())
     b = lambda x: np.full(len(x), base)   # noqa: E731
     spots = {}
@@ -228,7 +254,14 @@ def _regions(ax, lines, base, data, annotate):
     if "selffer_BnB_plus" in lines:
         x, y = lines["selffer_BnB_plus"]
         fill(3, x, b(x), y)
-        spots[3] = (x_end, (max(y.max(), base) + spots.get(5, (0, max(y.max(), base)))[1]) / 2, "right", "center")
+        top = max(y.max(), base)
+        if 5 in spots:                               # between the two lines, or under 5's text where they are close
+            five = max(spots[5][1], top)
+            spots[5] = (x_end, five, "right", "bottom")
+            spots[3] = ((x_end, (top + five) / 2, "right", "center") if five - top >= 1.5 * line_height
+                        else (x_end, five - 0.2 * line_height, "right", "top"))
+        else:
+            spots[3] = (x_end, top, "right", "bottom")
     if "selffer_BnB" in lines:
         x, y = lines["selffer_BnB"]
         fill(2, x, y, b(x))
@@ -242,7 +275,13 @@ def _regions(ax, lines, base, data, annotate):
             j = len(common) - 1
             spots[4] = (common[j] - 0.05, yb[j] - 0.3 * (yb[j] - yaa[j]), "right", "center")
     if annotate:
+        top = max((y + 1.3 * line_height for n, (_, y, _, va) in spots.items() if n in visible and va == "bottom"),
+                  default=hi_y)
+        if top > hi_y:                               # room above the lines for the top explanation
+            ax.set_ylim(lo_y, math.ceil(top / 0.02) * 0.02)
         for number, (x, y, ha, va) in spots.items():
+            if number not in visible:
+                continue
             ax.text(x, y, REGIONS[number][0], ha=ha, va=va, fontsize=12 if number in (3, 5) else 11, zorder=7)
 
 
@@ -344,9 +383,14 @@ def fig_reduced(study, summary, other=None, labels=("mine", "other")):
     return fig, data
 
 
-PRES = (("baseB",), ("baseB", "selffer_BnB"), ("baseB", "selffer_BnB", "transfer_AnB"),
-        ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus"),
-        ("baseB", "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus"))
+# The authors' presentation build-up, result_transfer_pres_00…06: (series as markers, series as mean lines).
+PRES = ((("baseB", "selffer_BnB", "transfer_AnB"), ()),
+        (("baseB", "selffer_BnB", "transfer_AnB"), ("selffer_BnB", "transfer_AnB")),
+        ((), ("selffer_BnB", "transfer_AnB")),
+        (("selffer_BnB_plus",), ("selffer_BnB", "transfer_AnB")),
+        ((), ("selffer_BnB", "transfer_AnB", "selffer_BnB_plus")),
+        (("transfer_AnB_plus",), ("selffer_BnB", "transfer_AnB", "selffer_BnB_plus")),
+        ((), ("selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus")))
 
 
 def _save(fig, out: Path, stem: str, formats, data: Data = None) -> list[Path]:
@@ -375,13 +419,13 @@ def figures(study, summary, other=None, labels=("mine", "other")) -> list:
 
 
 def plot_all(study, summary, out, formats=("png",), other=None, labels=("mine", "other"), build=False) -> list[Path]:
-    """Every figure in ``formats`` with its data file; ``build``: also the presentation frames
-    ``pres_00…`` (Figure 2 top on fixed axes, one series more in each)."""
+    """Every figure in ``formats`` with its data file; ``build``: also the authors' presentation frames
+    ``pres_00…06`` (Figure 2 on fixed axes: the nets, then their means, then BnB⁺, then AnB⁺)."""
     out = Path(out)
     paths = [p for stem, fig, data in figures(study, summary, other, labels) for p in _save(fig, out, stem, formats, data)]
     if build:
-        for i, stages in enumerate(PRES):
-            fig, _ = fig2_top(study, summary, other, labels, stages=stages)
+        for i, (points, lines) in enumerate(PRES):
+            fig, _ = fig2_top(study, summary, None, labels, points=points, lines=lines)
             paths += _save(fig, out, f"pres_{i:02d}", formats)
     return paths
 

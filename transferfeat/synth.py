@@ -2,7 +2,8 @@
 
 Every class is drawn from one shared vocabulary of oriented, coloured Gabor strokes (the low-level
 structure that transfers between class halves); a class is a particular arrangement of three of
-them. Images jitter position, contrast and colour, and add noise and a random distractor stroke.
+them, the classes as far apart as one another. Images drop a stroke now and then, jitter position,
+contrast and colour, and add noise and a random distractor stroke.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from .errors import Error
 from .folder import DatasetFolder
 
 ORIENTATIONS = 6
-DISTRACTORS = 2     # random strokes from the same vocabulary in every image
-DROP = 0.25         # chance that a class stroke is missing from an image
+DISTRACTORS = 1     # random strokes from the same vocabulary in every image
+DROP = 0.15         # chance that a class stroke is missing from an image
 JITTER = 0.12       # position jitter, as a fraction of the image
 NOISE = 30.0        # pixel noise (std)
 PALETTE = np.array([[230, 60, 50], [50, 170, 60], [60, 90, 230], [230, 200, 40], [200, 60, 200], [40, 200, 210]],
@@ -34,20 +35,45 @@ class Stroke:
     color: int
 
 
-def class_strokes(k: int, rng: np.random.RandomState) -> list[list[Stroke]]:
-    """Three strokes per class, from a grid of positions, six orientations, two frequencies, six colours."""
-    out, seen = [], set()
-    while len(out) < k:
-        strokes = []
-        for _ in range(3):
-            strokes.append(Stroke(rng.choice([0.25, 0.5, 0.75]), rng.choice([0.25, 0.5, 0.75]),
-                                  np.pi * rng.randint(ORIENTATIONS) / ORIENTATIONS,
-                                  rng.choice([3.0, 6.0]), rng.randint(len(PALETTE))))
-        sig = tuple(sorted((s.cx, s.cy, s.theta, s.freq, s.color) for s in strokes))
-        if sig not in seen:
-            seen.add(sig)
-            out.append(strokes)
+GRID = [(x, y) for y in (0.25, 0.5, 0.75) for x in (0.25, 0.5, 0.75)]
+CANDIDATES = 200    # random candidate classes per class wanted
+
+
+def _blob(s: Stroke, samples: int = 16, size: int = 16) -> np.ndarray:
+    """A stroke averaged over its position jitter: the colour at a place, the first thing that tells classes apart."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    out = np.zeros((size, size, 3), np.float32)
+    rng = np.random.RandomState(0)
+    for _ in range(samples):
+        cx, cy = s.cx + rng.uniform(-JITTER, JITTER), s.cy + rng.uniform(-JITTER, JITTER)
+        env = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.14 ** 2))
+        out += env[:, :, None] * (PALETTE[s.color] - 110)[None, None, :] / samples
     return out
+
+
+def class_strokes(k: int, rng: np.random.RandomState) -> list[list[Stroke]]:
+    """k classes of three strokes at three different places, in three colours and orientations.
+
+    Chosen greedily from random candidates, each the farthest (in average image) from those already chosen,
+    so that no two classes are much more alike than any other two and every subset of classes is about as
+    hard as another (the miniature study's halves A and B).
+    """
+    def candidate():
+        places = rng.choice(len(GRID), 3, replace=False)
+        colors = rng.choice(len(PALETTE), 3, replace=False)
+        thetas = rng.choice(ORIENTATIONS, 3, replace=False)
+        return [Stroke(GRID[p][0], GRID[p][1], np.pi * t / ORIENTATIONS, float(rng.choice([3.0, 6.0])), int(c))
+                for p, c, t in zip(places, colors, thetas)]
+
+    blobs = {(x, y, c): _blob(Stroke(x, y, 0.0, 3.0, c)) for x, y in GRID for c in range(len(PALETTE))}
+    pool = [candidate() for _ in range(CANDIDATES * k)]
+    means = np.array([sum(blobs[s.cx, s.cy, s.color] for s in c).ravel() for c in pool])
+    chosen = [0]
+    nearest = np.linalg.norm(means - means[0], axis=1)
+    while len(chosen) < k:
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, np.linalg.norm(means - means[chosen[-1]], axis=1))
+    return [pool[i] for i in chosen]
 
 
 def draw(strokes: list[Stroke], size: tuple[int, int], rng: np.random.RandomState) -> np.ndarray:

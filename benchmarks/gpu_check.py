@@ -1,0 +1,140 @@
+"""The torch engine on a GPU, in one run that writes its numbers as JSON:
+
+1. equivalence: the mini net without dropout, one training step at a time on the CPU and on the GPU from
+   the same weights, solver history and batch (the CPU engine is the one checked against real Caffe):
+   the largest difference of each step's weights, relative to the blob's largest value; and one forward
+   pass of the test net (loss, accuracy);
+2. convergence: `tf train half0A --engine torch --gpu 0` on the mini study's data in fp32 and in bf16,
+   their top-1 (mean of the 10 best tests) side by side;
+3. throughput: benchmarks/bench_engine.py --device cuda for fp32, tf32 and bf16 (the paper's CaffeNet).
+
+    python benchmarks/gpu_check.py --out DIR [--gpu 0]      (--gpu -1: a dry run of the script on the CPU)
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferfeat.caffeproto import net_bytes
+from transferfeat.demo import prepare_data
+from transferfeat.engines.torchnet import Feed, Solver
+from transferfeat.render import Renderer
+from transferfeat.study import Study
+
+
+class Quiet:
+    def __call__(self, *a, **k):
+        pass
+
+
+def without_dropout(study: Study, data: Path, where: Path) -> Path:
+    Renderer(study).render_all([study.net("half0A")], where, data)
+    d = where / "half0A"
+    train = d / "imagenet_train.prototxt"
+    train.write_text("\nlayer {".join(b for b in train.read_text().split("\nlayer {") if 'type: "Dropout"' not in b))
+    return d
+
+
+def equivalence(study: Study, data: Path, tmp: Path, device: str, steps: int = 60) -> dict:
+    d = without_dropout(study, data, tmp / "equivalence")
+    cpu = Solver(d / "imagenet_solver.prototxt", "cpu", log=Quiet())
+    gpu = Solver(d / "imagenet_solver.prototxt", device, log=Quiet())
+    layers = [(l.name, l.type, [t.detach().numpy() for t in cpu.net.params.get(l.name, [])]) for l in cpu.train_spec.layers]
+    (d / "init.caffemodel").write_bytes(net_bytes(cpu.train_spec.name, layers))
+    gpu.copy_weights("init.caffemodel")
+    feed = Feed(cpu.train_spec, "TRAIN", 0, Quiet())
+    worst = []
+    for _ in range(steps):
+        batch = feed.next()
+        cpu.step(batch)
+        gpu.step(batch)
+        diffs = []
+        for name, blobs in cpu.net.params.items():
+            for a, b in zip(blobs, gpu.net.params[name]):
+                ref = a.detach().numpy()
+                diffs.append(float(np.abs(b.detach().cpu().numpy() - ref).max()) / max(float(np.abs(ref).max()), 1e-12))
+                b.data.copy_(a.data)                      # back in lockstep: each step is compared on its own
+        for h_cpu, h_gpu in zip(cpu.history, gpu.history):
+            h_gpu.copy_(h_cpu)
+        worst.append(max(diffs))
+    test_batch = Feed(cpu.test_specs[0], "TEST", 1, Quiet()).next()
+    with torch.no_grad():
+        out_cpu = cpu.test_nets[0].outputs(cpu.test_nets[0].forward(*test_batch))
+        out_gpu = gpu.test_nets[0].outputs(gpu.test_nets[0].forward(test_batch[0].to(device), test_batch[1].to(device)))
+    worst = np.array(worst)
+    return {"steps": steps, "within_1e-5": int((worst <= 1e-5).sum()), "within_1e-3": int((worst <= 1e-3).sum()),
+            "median_worst_blob": float(np.median(worst)), "max_worst_blob": float(worst.max()),
+            "test_outputs_cpu": {n: v for n, v, _ in out_cpu}, "test_outputs_gpu": {n: v for n, v, _ in out_gpu}}
+
+
+def convergence(study_file: Path, data: Path, tmp: Path, gpu: int) -> dict:
+    out = {}
+    study = Study.load(study_file)
+    for precision in ("fp32", "bf16") if gpu >= 0 else ("fp32",):
+        root = tmp / f"train-{precision}"
+        Renderer(study).render_all([study.net("half0A")], root, data)
+        t = time.perf_counter()
+        on = ["--gpu", str(gpu)] if gpu >= 0 else []
+        r = subprocess.run([sys.executable, "-m", "transferfeat.cli", "--study", str(study_file), "train", "half0A",
+                            "--root", str(root), *on, "--engine", "torch", "--precision", precision],
+                           capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if r.returncode:
+            out[precision] = {"error": (r.stdout + r.stderr)[-2000:]}
+            continue
+        res = subprocess.run([sys.executable, "-m", "transferfeat.cli", "--study", str(study_file), "results",
+                              "--root", str(root), "--format", "json"], capture_output=True, text=True, check=True)
+        net = json.loads(res.stdout)["nets"]["half0A"]
+        out[precision] = {"seconds": round(seconds, 1), "top1_top10_mean": net["top1_top10_mean"],
+                          "top1_last": net["top1_last"], "iterations": net["iterations"]}
+    return out
+
+
+def throughput(out: Path, iterations: int, device: str) -> dict:
+    rates = {}
+    for precision in (("fp32", "tf32", "bf16") if device != "cpu" else ("fp32",)):
+        path = out / f"bench_engine_{precision}.json"
+        r = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_engine.py")), "--device", device.split(":")[0],
+                            "--precision", precision, "--no-caffe", "--iterations", str(iterations), "--json", str(path)],
+                           capture_output=True, text=True)
+        rates[precision] = json.loads(path.read_text()) if path.is_file() else {"error": (r.stdout + r.stderr)[-2000:]}
+        print(r.stdout, flush=True)
+    return rates
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--gpu", type=int, default=0)
+    ap.add_argument("--iterations", type=int, default=20, help="Timed iterations per throughput run.")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu"
+    result = {"device": torch.cuda.get_device_name(args.gpu) if args.gpu >= 0 else "cpu", "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        study_file = Path(Study.load("mini").path)
+        study = Study.load(study_file)
+        t = time.perf_counter()
+        data = prepare_data(study, tmp, study.select(["half0A"]), echo=lambda *_: None)
+        result["data_seconds"] = round(time.perf_counter() - t, 1)
+        for name, step in (("equivalence", lambda: equivalence(study, data, tmp, device)),
+                           ("convergence", lambda: convergence(study_file, data, tmp, args.gpu)),
+                           ("throughput", lambda: throughput(args.out, args.iterations, device))):
+            try:
+                result[name] = step()
+            except Exception as e:                        # keep what the other parts measured
+                result[name] = {"error": f"{type(e).__name__}: {e}"}
+            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1))
+            print(name, json.dumps(result[name], indent=1)[:3000], flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

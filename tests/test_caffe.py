@@ -75,25 +75,25 @@ def test_data_layer_trains_from_tf_db_and_tf_mean(tiny, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert list(tmp_path.iterdir()) == []                      # glog went to the attempt's log instead
     d = NetDir(root, "half0A")
-    assert d.final_snapshot(60) and sorted(d.solverstates()) == [20, 40, 60]
+    assert d.snapshot_at(60) and sorted(d.solverstates()) == [20, 40, 60]
     log = parse_files(d.logs())
     assert log.iterations == 60 and sorted(log.accuracy) == [20, 40, 60]
     assert log.test_names == {0: "accuracy", 1: "loss"}
     assert all(0 <= v <= 1 for v in log.accuracy.values()) and len(log.loss[0]) >= 12
-    info = tf("inspect", d.final_snapshot(60), "--format", "json").output
+    info = tf("inspect", d.snapshot_at(60), "--format", "json").output
     assert '"conv1"' in info and '"fc8"' in info
 
 
 def test_transfer_frozen_layers_stay_and_fine_tuned_layers_move(tiny):
     study, root = tiny
-    if not NetDir(root, "half0A").final_snapshot(60):
+    if not NetDir(root, "half0A").snapshot_at(60):
         assert tf("train", "half0A", "--root", root).exit_code == 0
     for name in ("transfer0A0B_1_3", "transfer-ft0A0B_1_3"):
         r = tf("train", name, "--root", root)
         assert r.exit_code == 0, r.output
-    base = net_weights(NetDir(root, "half0A").final_snapshot(60))
-    frozen = net_weights(NetDir(root, "transfer0A0B_1_3").final_snapshot(60))
-    tuned = net_weights(NetDir(root, "transfer-ft0A0B_1_3").final_snapshot(60))
+    base = net_weights(NetDir(root, "half0A").snapshot_at(60))
+    frozen = net_weights(NetDir(root, "transfer0A0B_1_3").snapshot_at(60))
+    tuned = net_weights(NetDir(root, "transfer-ft0A0B_1_3").snapshot_at(60))
     for layer in ("conv1", "conv2", "conv3"):
         for a, b in zip(base[layer], frozen[layer]):
             assert a.shape == b.shape and np.array_equal(a, b), layer           # bit-identical
@@ -118,12 +118,12 @@ def test_killing_tf_run_and_restarting_resumes(tiny):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     stopped = max(d.solverstates())
-    assert not d.final_snapshot(60), "caffe finished 50 iterations before the SIGINT arrived"
+    assert not d.snapshot_at(60), "caffe finished 50 iterations before the SIGINT arrived"
     assert proc.returncode == 130, out
     assert 10 <= stopped < 60
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert d.final_snapshot(60)
+    assert d.snapshot_at(60)
     logs = d.logs()
     assert len(logs) == 2
     second = parse_files(logs[1:])
@@ -140,7 +140,7 @@ def test_nolearn_random_layers_stay_random(tiny):
     r = tf("train", "nolearn_1_2", "--root", root)
     assert r.exit_code == 0, r.output
     d = NetDir(root, "nolearn_1_2")
-    early, final = net_weights(d.snapshots()[20]), net_weights(d.final_snapshot(60))
+    early, final = net_weights(d.snapshots()[20]), net_weights(d.snapshot_at(60))
     std = {l.name: l.get("weight_std") for l in study.arch.learnable}
     for layer in ("conv1", "conv2"):
         assert np.array_equal(early[layer][0], final[layer][0]) and np.array_equal(early[layer][1], final[layer][1])
@@ -153,13 +153,13 @@ def test_nolearn_random_layers_stay_random(tiny):
 def test_seeded_runs_repeat_bit_for_bit(tiny, tmp_path):
     """The mini study sets the solver's random_seed: training a net twice gives the same weights."""
     study, root = tiny
-    if not NetDir(root, "half0A").final_snapshot(60):
+    if not NetDir(root, "half0A").snapshot_at(60):
         assert tf("train", "half0A", "--root", root).exit_code == 0
     again = tmp_path / "again"
     Renderer(study).render_all([study.net("half0A")], again, root.parent / "data")
     assert tf("train", "half0A", "--root", again).exit_code == 0
-    first = NetDir(root, "half0A").final_snapshot(60).read_bytes()
-    assert NetDir(again, "half0A").final_snapshot(60).read_bytes() == first
+    first = NetDir(root, "half0A").snapshot_at(60).read_bytes()
+    assert NetDir(again, "half0A").snapshot_at(60).read_bytes() == first
 
 
 def test_demo_end_to_end_on_a_short_schedule(tmp_path):

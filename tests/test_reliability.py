@@ -107,7 +107,7 @@ def test_final_caffemodel_cut_is_not_done_and_rerun_completes(caffe_data, tmp_pa
     study, data = caffe_data
     folder = trained(study, data, tmp_path, caffe_bin)
     d = folder.net("half0A")
-    final = d.final_snapshot(60)
+    final = d.snapshot_at(60)
     ends = field_ends(final)
     size = ends[-1] - 1000 if cut == "byte offset" else ends[-3]      # the last two layers, fc8 and loss, missing
     with open(final, "r+b") as f:
@@ -128,7 +128,7 @@ def test_final_caffemodel_cut_is_not_done_and_rerun_completes(caffe_data, tmp_pa
 def test_recorded_final_snapshot_changed_later_is_reported_never_used(caffe_data, tmp_path, caffe_bin):
     study, data = caffe_data
     folder = trained(study, data, tmp_path, caffe_bin)
-    final = folder.net("half0A").final_snapshot(60)
+    final = folder.net("half0A").snapshot_at(60)
     blob = bytearray(final.read_bytes())
     blob[-5] ^= 0xFF                                                     # same size, other bytes
     final.write_bytes(bytes(blob))
@@ -348,8 +348,8 @@ def test_resumed_build_retries_what_it_skipped(tmp_path, synth_dir):
 
 
 @pytest.mark.parametrize("old,new,expect", [
-    ("    max_iter: 1000", "    max_iter: 0", "solvers.default.max_iter: 0 must be positive"),
-    ("num_output: 24,", "num_output: -3,", "architecture.layers[0].num_output: -3 is not a positive integer"),
+    ("    max_iter: 1500", "    max_iter: 0", "solvers.default.max_iter: 0 must be positive"),
+    ("num_output: 16,", "num_output: -3,", "architecture.layers[0].num_output: -3 is not a positive integer"),
     ("    base_lr: 0.01", "    base_lr: -0.01", "solvers.default.base_lr: -0.01 must be a positive number"),
     ("  crop: 28", "  crop: 0", "input.crop: 0 must be positive"),
     ("half: {seeds: [0, 1, 2, 3]}", "half: {seeds: [0, -1]}", "families.half.seeds[1]: -1 is not a seed"),

@@ -44,7 +44,7 @@ def test_train_base_then_transfer_with_weights(setup):
     r = tf("train", "half0A", "--root", root)
     assert r.exit_code == 0, r.output
     assert "done (caffe_imagenet_train_iter_30.caffemodel)" in r.output
-    assert NetDir(root, "half0A").final_snapshot(30)
+    assert NetDir(root, "half0A").snapshot_at(30)
     assert json.loads((root / "half0A" / "tf-state.json").read_text())["status"] == "done"
     r = tf("train", "transfer0A0B_1_3", "--root", root)
     assert r.exit_code == 0, r.output

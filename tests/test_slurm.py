@@ -100,7 +100,7 @@ def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monk
         assert call["start"] >= base_end
         assert call["argv"][call["argv"].index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30.caffemodel"
         assert NetDir(root, t).read_job()["state"] == "COMPLETED"
-        assert NetDir(root, t).final_snapshot(30)
+        assert NetDir(root, t).snapshot_at(30)
     done = tf("submit", "half0A", "transfer0A0B_1_1", "--root", root)
     assert "0 submitted, 2 skipped" in done.output and "skipped: done" in done.output
     status = json.loads(tf("status", "half0A", "--root", root, "--format", "json").output)
@@ -114,7 +114,7 @@ def test_base_already_done_gets_no_dependency(slurm, results):
     r = tf("submit", "transfer1B1A_1_4", "--root", root, "--caffe", caffe)
     assert "submitted transfer1B1A_1_4 as job" in r.output and "after job" not in r.output
     slurm.wait_idle()
-    assert NetDir(root, "transfer1B1A_1_4").final_snapshot(30)
+    assert NetDir(root, "transfer1B1A_1_4").snapshot_at(30)
 
 
 @pytest.mark.slurm
@@ -155,7 +155,7 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     assert first["exit"] == 0 and first["last_iter"] < 30 and first["last_iter"] in d.solverstates()
     argv = second["argv"]
     assert argv[argv.index("-snapshot") + 1] == f"caffe_imagenet_train_iter_{first['last_iter']}.solverstate"
-    assert d.final_snapshot(30)
+    assert d.snapshot_at(30)
     state = d.read_job()
     assert state["state"] == "COMPLETED" and state["restarts"] == 1
 
@@ -173,7 +173,7 @@ def test_real_caffe_under_slurm(slurm, tmp_path, caffe_bin):
     assert "2 submitted" in out.output, out.output
     slurm.wait_idle(300)
     for n in ("half0A", "transfer0A0B_1_5"):
-        assert NetDir(root, n).final_snapshot(40), (root / n).iterdir()
+        assert NetDir(root, n).snapshot_at(40), (root / n).iterdir()
     from transferfeat.logs import parse_files
     base, transfer = (parse_files(NetDir(root, n).logs()) for n in ("half0A", "transfer0A0B_1_5"))
     assert base.iterations == transfer.iterations == 40 and 40 in transfer.accuracy

@@ -38,6 +38,13 @@ def tf(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def without_torch(*args):
+    """tf in a fresh interpreter where `import torch` fails; stdout and stderr together."""
+    code = "import sys; sys.modules['torch'] = None; from transferfeat.cli import main; main(sys.argv[1:], prog_name='tf')"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+
+
 def caffe(caffe_bin, folder, *args, log=None):
     out = subprocess.run([str(caffe_bin), *map(str, args)], cwd=folder, capture_output=True, text=True, timeout=900,
                          env=dict(os.environ, GLOG_logtostderr="1"))
@@ -220,10 +227,14 @@ def test_torch_caffemodel_scores_the_same_in_caffe(tiny, tmp_path):
     log = parse_files(StudyFolder(root, study).net("half0A").logs())
     state = json.loads((root / "half0A" / "tf-state.json").read_text())
     assert state["engine"] == "torch" and state["version"].startswith("torch ") and state["precision"] == "fp32"
-    r = tf("test", "half0A", "--root", root, "--engine", "caffe")
-    assert r.exit_code == 0, r.output
-    accuracy = float(re.search(r"caffe\.cpp:\d+\] accuracy = (\S+)", r.output).group(1))
+    r = without_torch("test", "half0A", "--root", root, "--engine", "caffe")     # Caffe's side needs no torch
+    assert r.returncode == 0, r.stdout[-3000:]
+    accuracy = float(re.search(r"caffe\.cpp:\d+\] accuracy = (\S+)", r.stdout).group(1))
     assert abs(accuracy - log.accuracy[60]) <= 1e-5
+    for args in (("status", "--root", root), ("results", "--root", root), ("plot", "--root", root, "--out", tmp_path / "f"),
+                 ("report", "--root", root, "--out", tmp_path / "report.html")):
+        r = without_torch(*args)
+        assert r.returncode == 0, (args, r.stdout[-3000:])
     torch_test = tf("test", "half0A", "--root", root, "--engine", "torch")
     assert f"accuracy = {accuracy:.6g}" in torch_test.output
     rows = json.loads(tf("status", "half0A", "--root", root, "--format", "json").output)
@@ -397,8 +408,8 @@ def test_demo_on_torch_shows_the_papers_effects(tmp_path, caffe_bin, torch_engin
     base = s["baseB"]["0"]
     anb, anb_plus = s["transfer_AnB"], s["transfer_AnB_plus"]
     assert anb["7"] < anb["1"] and anb["7"] < base - 0.1                   # specificity grows with n
-    assert all(anb_plus[n] > anb[n] for n in anb)                          # fine-tuning recovers ...
-    assert all(anb_plus[n] >= base - 0.03 for n in anb_plus)               # ... to the base nets' level
+    assert all(anb_plus[n] > anb[n] for n in anb if anb[n] < base - 0.03)   # fine-tuning recovers what it lost ...
+    assert all(anb_plus[n] >= base - 0.03 for n in anb_plus)                 # ... to the base nets' level
     halves = [torch_summary["nets"][n]["top1_top10_mean"] for n in ("half0A", "half0B")]
     assert abs(halves[0] - halves[1]) <= 0.03                              # equally hard halves
     assert {m["engine"] for m in torch_summary["nets"].values()} == {"torch"}

@@ -94,9 +94,10 @@ class NetFolder:
     def solverstates(self) -> dict[int, Path]:
         return self._by_iteration(_STATE_RE)
 
-    def final_snapshot(self, max_iter: int) -> Optional[Path]:
-        """The weights after ``max_iter`` iterations, or None."""
-        return self.snapshots().get(max_iter)
+    def snapshot_at(self, iteration: int) -> Optional[Path]:
+        """The weights file written at ``iteration``, as it is on disk (unverified: see
+        ``StudyFolder.final_snapshot``), or None."""
+        return self.snapshots().get(iteration)
 
     # -- state
     def read_state(self) -> dict:

@@ -144,7 +144,7 @@ class Attempt:
     def finish(self, rc: int) -> str:
         """Verify and record the outcome: 'done', 'interrupted' (stopped cleanly) or 'failed'."""
         state, lines = {}, []
-        if self.dir.final_snapshot(self.max_iter) is not None:
+        if self.dir.snapshot_at(self.max_iter) is not None:
             try:
                 record_done(self.dir, self.max_iter, **self._describe())
                 status = "done"
@@ -187,7 +187,7 @@ def settle(folder: StudyFolder, net: Net, echo=print) -> bool:
         echo(f"{net.name}: the recorded final snapshot cannot be trusted: {damage}")
         return False
     d = folder.net(net.name)
-    if d.final_snapshot(folder.max_iter(net.name)) is None or not folder.is_rendered(net.name):
+    if d.snapshot_at(folder.max_iter(net.name)) is None or not folder.is_rendered(net.name):
         return False
     try:
         record_done(d, folder.max_iter(net.name), weights_only=True, adopted=True)
@@ -250,7 +250,7 @@ def train(folder: StudyFolder, net: Net, engine: Engine, gpu=None, echo=print, i
             signal.signal(s, h)
     status = att.finish(rc)
     if status == "done":
-        echo(f"{net.name}: done ({att.dir.final_snapshot(att.max_iter).name})")
+        echo(f"{net.name}: done ({att.dir.snapshot_at(att.max_iter).name})")
     elif status == "interrupted":
         states = att.dir.solverstates()
         echo((f"{net.name}: {att.stop_reason}\n" if att.stop_reason else "")
@@ -297,7 +297,7 @@ def status(folder: StudyFolder, nets: list[Net], logs: dict) -> list[dict]:
                "max_iter": folder.study.max_iter(net), "top1_latest": list(acc.values())[-1] if acc else None,
                "top1_best": max(acc.values()) if acc else None, "exit_code": state.get("exit_code"),
                "engine": state.get("engine"), "blocked_on": None, "resumes_at": None}
-        final = d.final_snapshot(row["max_iter"])
+        final = d.snapshot_at(row["max_iter"])
         if not folder.is_rendered(net.name):
             row["state"] = "not rendered"
         elif folder.is_done(net.name):

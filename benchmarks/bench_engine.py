@@ -22,10 +22,6 @@ from transferfeat.study import Study
 from transferfeat.synth import synthesize
 
 
-class Quiet:
-    def __call__(self, *a, **k):
-        pass
-
 
 def folder(tmp: Path, net: str, batch: int) -> Path:
     """half0A of the paper (or mini) study, on a small synthetic LMDB at the study's image size."""
@@ -56,7 +52,7 @@ def caffe_rate(d: Path, batch: int, iterations: int, threads: int) -> float:
 
 def torch_rates(d: Path, batch: int, iterations: int, device: str, precision: str) -> dict:
     import torch
-    from transferfeat.engines.torchnet import Solver
+    from transferfeat.engines.torchnet import Quiet, Solver
     s = Solver(d / "imagenet_solver.prototxt", device, precision, log=Quiet())
     resident = s._to(s.feed("train").next())
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -12,7 +12,6 @@
 """
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,10 @@ import torch
 
 from transferfeat.caffeproto import net_bytes
 from transferfeat.demo import prepare_data
-from transferfeat.engines.torchnet import Feed, Solver
+from transferfeat.engines.torchnet import Feed, Quiet, Solver
 from transferfeat.render import Renderer
 from transferfeat.study import Study
 
-
-class Quiet:
-    def __call__(self, *a, **k):
-        pass
 
 
 def without_dropout(study: Study, data: Path, where: Path) -> Path:

@@ -24,6 +24,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.shared)
 
 
+def tf(*args, **kw):
+    """The tf CLI in-process (click's CliRunner), exceptions raised, not caught."""
+    from click.testing import CliRunner
+    from transferfeat.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
 @pytest.fixture(scope="session")
 def shared():
     """The reference data folder; skips where it is absent (a user's fresh clone). CI sets TF_SHARED."""

@@ -7,11 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import paper_size_valid, tiny_study_file
+from conftest import paper_size_valid, tiny_study_file, tf
 from transferfeat.caffeproto import net_weights
-from transferfeat.cli import main
 from transferfeat.datasets import compute_mean, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.logs import parse_files
@@ -33,9 +31,6 @@ def tiny(tmp_path_factory):
     Renderer(study).render_all(nets, root, data)
     return study, root
 
-
-def tf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def _caffe_time(caffe_bin, folder):

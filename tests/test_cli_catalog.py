@@ -3,13 +3,10 @@ import os
 
 from click.testing import CliRunner
 
+from conftest import tf as run
 from transferfeat.cli import main
 from transferfeat.study import Study
 
-
-def run(*args, env=None):
-    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-    return result
 
 
 def test_list_json_and_globs():

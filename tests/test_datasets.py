@@ -182,7 +182,7 @@ def test_synth_classes_are_spread_evenly():
     from transferfeat.synth import _blob, class_strokes
 
     def nearest(classes):
-        m = np.array([sum(_blob(s) for s in c).ravel() for c in classes])
+        m = np.array([sum(_blob(s.cx, s.cy, s.color) for s in c).ravel() for c in classes])
         d = np.linalg.norm(m[:, None] - m[None], axis=2)
         np.fill_diagonal(d, np.inf)
         return d.min(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file
+from conftest import tiny_study_file, tf
 from transferfeat.caffeproto import _read_varint
 from transferfeat.cli import main
 from transferfeat.datasets import build_db
@@ -23,9 +23,6 @@ from transferfeat.logs import parse_files
 from transferfeat.render import Renderer
 from transferfeat.study import Study
 
-
-def tf(*args, **kw):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
 
 
 def field_ends(path) -> list[int]:

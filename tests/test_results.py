@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import tf as run
 from transferfeat.cli import main
 from transferfeat.results import parse_root, summarize
 from transferfeat.study import Study
@@ -22,9 +23,6 @@ def private_cache(cache_home, monkeypatch):
     """One parse cache for this module's tests, never the user's."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
 
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_results_json_on_the_authors_logs(shared):

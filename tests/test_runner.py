@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file
+from conftest import tiny_study_file, tf
 from transferfeat.cli import main
 from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
@@ -32,9 +32,6 @@ def calls(root, name):
     path = root / name / "fake-caffe-calls.jsonl"
     return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
-
-def tf(*args, env=None):
-    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
 def test_train_base_then_transfer_with_weights(setup):

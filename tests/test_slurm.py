@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file
+from conftest import tiny_study_file, tf
 from transferfeat.cli import main
 from transferfeat.errors import Error
 from transferfeat.folder import NetFolder as NetDir
@@ -46,9 +46,6 @@ def results(tmp_path, fake_caffe):
     Renderer(study).render_all(study.nets.values(), tmp_path / "results")
     return study, tmp_path / "results", fake_caffe
 
-
-def tf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def calls(root, name):

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import paper_size_valid, tiny_study_file
+from conftest import paper_size_valid, tiny_study_file, tf
 from transferfeat.caffeproto import Datum, net_bytes, net_weights, read_blob
-from transferfeat.cli import main
 from transferfeat.datasets import compute_mean, iter_db, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.folder import StudyFolder
@@ -28,14 +26,6 @@ from transferfeat.study import Study
 pytestmark = [pytest.mark.caffe, pytest.mark.torch]
 
 
-class Quiet:
-    """A torchnet Log that keeps nothing."""
-    def __call__(self, *a, **k):
-        pass
-
-
-def tf(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def without_torch(*args):
@@ -94,7 +84,7 @@ def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Pat
 
 def initial_weights(d: Path) -> Path:
     """The torch engine's own initialisation, written as a caffemodel both engines start from."""
-    from transferfeat.engines.torchnet import Solver
+    from transferfeat.engines.torchnet import Quiet, Solver
     s = Solver(d / "imagenet_solver.prototxt", log=Quiet())
     layers = [(l.name, l.type, [t.detach().numpy() for t in s.net.params.get(l.name, [])]) for l in s.train_spec.layers]
     (d / "init.caffemodel").write_bytes(net_bytes(s.train_spec.name, layers))
@@ -119,7 +109,7 @@ def close(a, b, tol):
 
 def test_training_step_by_step_from_caffes_state(caffe_run):
     """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1."""
-    from transferfeat.engines.torchnet import Feed, Solver
+    from transferfeat.engines.torchnet import Feed, Quiet, Solver
     d = caffe_run
     solver = Solver(d / "imagenet_solver.prototxt", log=Quiet())
     feed = Feed(solver.train_spec, "TRAIN", 0, Quiet())
@@ -178,7 +168,7 @@ def extract(caffe_bin, d, weights, blobs, batches):
 
 
 def check_forward(caffe_bin, d: Path, weights: Path, batches: int, logits: str):
-    from transferfeat.engines.torchnet import Feed, Net, copy_weights
+    from transferfeat.engines.torchnet import Feed, Net, Quiet, copy_weights
     from transferfeat.netspec import read
     import torch
     ref = extract(caffe_bin, d, weights, ["data", logits, "loss", "accuracy"], batches)

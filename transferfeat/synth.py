@@ -39,15 +39,15 @@ GRID = [(x, y) for y in (0.25, 0.5, 0.75) for x in (0.25, 0.5, 0.75)]
 CANDIDATES = 200    # random candidate classes per class wanted
 
 
-def _blob(s: Stroke, samples: int = 16, size: int = 16) -> np.ndarray:
-    """A stroke averaged over its position jitter: the colour at a place, the first thing that tells classes apart."""
+def _blob(cx: float, cy: float, color: int, samples: int = 16, size: int = 16) -> np.ndarray:
+    """A stroke averaged over its position jitter: a colour at a place, the first thing that tells classes apart."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     out = np.zeros((size, size, 3), np.float32)
     rng = np.random.RandomState(0)
     for _ in range(samples):
-        cx, cy = s.cx + rng.uniform(-JITTER, JITTER), s.cy + rng.uniform(-JITTER, JITTER)
-        env = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.14 ** 2))
-        out += env[:, :, None] * (PALETTE[s.color] - 110)[None, None, :] / samples
+        x, y = cx + rng.uniform(-JITTER, JITTER), cy + rng.uniform(-JITTER, JITTER)
+        env = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.14 ** 2))
+        out += env[:, :, None] * (PALETTE[color] - 110)[None, None, :] / samples
     return out
 
 
@@ -65,7 +65,7 @@ def class_strokes(k: int, rng: np.random.RandomState) -> list[list[Stroke]]:
         return [Stroke(GRID[p][0], GRID[p][1], np.pi * t / ORIENTATIONS, float(rng.choice([3.0, 6.0])), int(c))
                 for p, c, t in zip(places, colors, thetas)]
 
-    blobs = {(x, y, c): _blob(Stroke(x, y, 0.0, 3.0, c)) for x, y in GRID for c in range(len(PALETTE))}
+    blobs = {(x, y, c): _blob(x, y, c) for x, y in GRID for c in range(len(PALETTE))}
     pool = [candidate() for _ in range(CANDIDATES * k)]
     means = np.array([sum(blobs[s.cx, s.cy, s.color] for s in c).ravel() for c in pool])
     chosen = [0]

@@ -49,6 +49,13 @@ class Log:
         self.stream.flush()
 
 
+class Quiet(Log):
+    """A Log that keeps nothing (callers that want the numbers, not the lines: benchmarks, tests)."""
+
+    def __call__(self, *a, **k) -> None:
+        pass
+
+
 def g(v) -> str:
     """A number as C++'s ostream prints it (6 significant digits)."""
     return f"{float(v):.6g}"

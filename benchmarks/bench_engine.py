@@ -52,9 +52,10 @@ def caffe_rate(d: Path, batch: int, iterations: int, threads: int) -> float:
 
 def torch_rates(d: Path, batch: int, iterations: int, device: str, precision: str) -> dict:
     import torch
-    from transferfeat.engines.torchnet import Quiet, Solver
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.solver import Solver, to_device
     s = Solver(d / "imagenet_solver.prototxt", device, precision, log=Quiet())
-    resident = s._to(s.feed("train").next())
+    resident = to_device(s.feed("train").next(), s.device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def timed(step, n):

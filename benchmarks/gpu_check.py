@@ -23,7 +23,9 @@ import torch
 
 from transferfeat.caffeproto import net_bytes
 from transferfeat.demo import prepare_data
-from transferfeat.engines.torchnet import Feed, Quiet, Solver
+from transferfeat.engines.torchnet.feed import Feed
+from transferfeat.engines.torchnet.glog import Quiet
+from transferfeat.engines.torchnet.solver import Solver
 from transferfeat.render import Renderer
 from transferfeat.study import Study
 

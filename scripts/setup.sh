@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Set up everything transferfeat needs on a Debian machine (run as root): system packages,
-# a virtual environment with transferfeat in .venv, and Caffe 1.0 (CPU) via install-caffe.sh.
-# Idempotent; says each step on stderr.
+# a virtual environment with transferfeat (this checkout, editable) in .venv, and Caffe 1.0 (CPU)
+# via install-caffe.sh. Idempotent; says each step on stderr.
+#   TF_TORCH=torch==2.X.Y   the PyTorch release for the torch engine (default torch==2.13.0)
+#   TF_TORCH=none           no PyTorch: a Caffe-only set-up (tf doctor says how to add it later)
+# PyPI's Linux x86_64 wheels of torch carry the CUDA libraries (about 4.5 GB installed), with or
+# without a GPU in the machine.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,11 +24,14 @@ if [ ! -x "$here/.venv/bin/python" ]; then
   step "creating the virtual environment $here/.venv"
   "$py" -m venv "$here/.venv"
 fi
-# The torch engine's PyTorch: a pinned release by default (TF_TORCH="torch==2.X.Y" for another; on a
-# GPU box PyPI's Linux wheels of torch carry CUDA).
 torch_spec="${TF_TORCH:-torch==2.13.0}"
-step "pip install transferfeat[test,torch] ($torch_spec) into .venv (a few minutes the first time)"
-"$here/.venv/bin/pip" install -q --disable-pip-version-check "$here[test,torch]" "$torch_spec"
-step "Caffe 1.0 (CPU) via scripts/install-caffe.sh (about 2 minutes the first time, then nothing)"
+if [ "$torch_spec" = none ]; then
+  step "pip install -e transferfeat[test] into .venv (TF_TORCH=none: no PyTorch, so no torch engine)"
+  "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+else
+  step "pip install -e transferfeat[test,torch] ($torch_spec) into .venv (a few minutes the first time)"
+  "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test,torch]" "$torch_spec"
+fi
+step "Caffe 1.0 (CPU) via scripts/install-caffe.sh: a Debian bullseye root under ~/.cache/transferfeat/caffe (debootstrap, as root; about 2 minutes the first time, then nothing)"
 bash "$here/scripts/install-caffe.sh" >/dev/null
 step "ready: . $here/.venv/bin/activate; tf doctor"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import paper_size_valid, tiny_study_file, tf
+from conftest import net_state, paper_size_valid, rendered, resize_tmpfs, set_fields, tiny_study_file, tf
 from transferfeat.caffeproto import net_weights
 from transferfeat.datasets import compute_mean, write_mean
 from transferfeat.demo import prepare_data
@@ -70,25 +70,25 @@ def test_data_layer_trains_from_tf_db_and_tf_mean(tiny, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert list(tmp_path.iterdir()) == []                      # glog went to the attempt's log instead
     d = NetDir(root, "half0A")
-    assert d.snapshot_at(60) and sorted(d.solverstates()) == [20, 40, 60]
+    assert d.snapshots().get(60) and sorted(d.solverstates()) == [20, 40, 60]
     log = parse_files(d.logs())
     assert log.iterations == 60 and sorted(log.accuracy) == [20, 40, 60]
     assert log.test_names == {0: "accuracy", 1: "loss"}
     assert all(0 <= v <= 1 for v in log.accuracy.values()) and len(log.loss[0]) >= 12
-    info = tf("inspect", d.snapshot_at(60), "--format", "json").output
+    info = tf("inspect", d.snapshots().get(60), "--format", "json").output
     assert '"conv1"' in info and '"fc8"' in info
 
 
 def test_transfer_frozen_layers_stay_and_fine_tuned_layers_move(tiny):
     study, root = tiny
-    if not NetDir(root, "half0A").snapshot_at(60):
+    if not NetDir(root, "half0A").snapshots().get(60):
         assert tf("train", "half0A", "--root", root).exit_code == 0
     for name in ("transfer0A0B_1_3", "transfer-ft0A0B_1_3"):
         r = tf("train", name, "--root", root)
         assert r.exit_code == 0, r.output
-    base = net_weights(NetDir(root, "half0A").snapshot_at(60))
-    frozen = net_weights(NetDir(root, "transfer0A0B_1_3").snapshot_at(60))
-    tuned = net_weights(NetDir(root, "transfer-ft0A0B_1_3").snapshot_at(60))
+    base = net_weights(NetDir(root, "half0A").snapshots().get(60))
+    frozen = net_weights(NetDir(root, "transfer0A0B_1_3").snapshots().get(60))
+    tuned = net_weights(NetDir(root, "transfer-ft0A0B_1_3").snapshots().get(60))
     for layer in ("conv1", "conv2", "conv3"):
         for a, b in zip(base[layer], frozen[layer]):
             assert a.shape == b.shape and np.array_equal(a, b), layer           # bit-identical
@@ -113,12 +113,12 @@ def test_killing_tf_run_and_restarting_resumes(tiny):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     stopped = max(d.solverstates())
-    assert not d.snapshot_at(60), "caffe finished 50 iterations before the SIGINT arrived"
+    assert not d.snapshots().get(60), "caffe finished 50 iterations before the SIGINT arrived"
     assert proc.returncode == 130, out
     assert 10 <= stopped < 60
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert d.snapshot_at(60)
+    assert d.snapshots().get(60)
     logs = d.logs()
     assert len(logs) == 2
     second = parse_files(logs[1:])
@@ -135,7 +135,7 @@ def test_nolearn_random_layers_stay_random(tiny):
     r = tf("train", "nolearn_1_2", "--root", root)
     assert r.exit_code == 0, r.output
     d = NetDir(root, "nolearn_1_2")
-    early, final = net_weights(d.snapshots()[20]), net_weights(d.snapshot_at(60))
+    early, final = net_weights(d.snapshots()[20]), net_weights(d.snapshots().get(60))
     std = {l.name: l.get("weight_std") for l in study.arch.learnable}
     for layer in ("conv1", "conv2"):
         assert np.array_equal(early[layer][0], final[layer][0]) and np.array_equal(early[layer][1], final[layer][1])
@@ -148,13 +148,13 @@ def test_nolearn_random_layers_stay_random(tiny):
 def test_seeded_runs_repeat_bit_for_bit(tiny, tmp_path):
     """The mini study sets the solver's random_seed: training a net twice gives the same weights."""
     study, root = tiny
-    if not NetDir(root, "half0A").snapshot_at(60):
+    if not NetDir(root, "half0A").snapshots().get(60):
         assert tf("train", "half0A", "--root", root).exit_code == 0
     again = tmp_path / "again"
     Renderer(study).render_all([study.net("half0A")], again, root.parent / "data")
     assert tf("train", "half0A", "--root", again).exit_code == 0
-    first = NetDir(root, "half0A").snapshot_at(60).read_bytes()
-    assert NetDir(again, "half0A").snapshot_at(60).read_bytes() == first
+    first = NetDir(root, "half0A").snapshots().get(60).read_bytes()
+    assert NetDir(again, "half0A").snapshots().get(60).read_bytes() == first
 
 
 def test_demo_end_to_end_on_a_short_schedule(tmp_path):
@@ -196,3 +196,24 @@ def test_mini_halves_are_equally_hard_and_their_base_nets_converge(tmp_path):
         assert top1[net.name] >= 5 / net.classes, net.name
         assert sum(acc[-4:]) / 4 - sum(acc[-8:-4]) / 4 < 0.015, (net.name, acc[-8:])
     assert abs(top1["half0A"] - top1["half0B"]) <= 0.03, top1
+
+
+@pytest.mark.caffe
+def test_disk_full_during_training_stops_cleanly_then_resumes(tiny_data, tmp_path, caffe_bin, tmpfs):
+    """The results folder on a 3.5 MB tmpfs: a mini snapshot pair takes ~1.1 MB, so after two pairs
+    there is no room for two more: tf stops Caffe with a snapshot and says so; with room, a rerun
+    finishes from that snapshot."""
+    study, data = tiny_data
+    disk = tmpfs("3500k")
+    folder = rendered(study, data, disk / "results")
+    set_fields(folder.net("half0A").solver, snapshot=10)
+    r = tf("run", "half0A", "--root", folder.root, "--parallel", "1", "--interval", "0.1")
+    assert r.exit_code == 130, r.output
+    assert "training needs room for two snapshot pairs" in r.output and "free space, then run again" in r.output
+    assert not net_state(folder, "half0A").done
+    stopped = net_state(folder, "half0A").resumes_at
+    assert stopped is not None and stopped < 60
+    resize_tmpfs(disk, "32m")
+    r = tf("run", "half0A", "--root", folder.root, "--parallel", "1")
+    assert r.exit_code == 0, r.output
+    assert net_state(folder, "half0A").done and parse_files(folder.net("half0A").logs()).iterations == 60

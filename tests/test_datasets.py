@@ -1,11 +1,13 @@
 import errno
 import json
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import resize_tmpfs
 from transferfeat import datasets
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.cli import main
@@ -251,3 +253,53 @@ def test_mean_matches_compute_image_mean(tmp_path, odd_images, caffe_bin):
     assert (ref.num, ref.channels, ref.height, ref.width, ref.shape) == (ours.num, ours.channels, ours.height,
                                                                           ours.width, ours.shape)
     assert np.abs(ref.data - ours.data).max() < 1e-3
+
+
+def test_two_db_builds_on_one_output(tmp_path, synth_dir):
+    from transferfeat.datasets import _build_lock
+    out = tmp_path / "db"
+    with _build_lock(out):
+        r = CliRunner().invoke(main, ["db", "--list", str(synth_dir / "whole_train" / "files.txt"), "--images",
+                                      str(synth_dir / "train"), "--out", str(out)])
+    assert r.exit_code == 1 and "another tf db is building" in r.output and str(out) in r.output
+
+
+def test_db_refuses_without_room_and_fails_cleanly_when_the_disk_fills(tmp_path, synth_dir, tmpfs):
+    lst = synth_dir / "whole_train" / "files.txt"                  # 240 images
+    disk = tmpfs("400k")
+    args = ["db", "--list", str(lst), "--images", str(synth_dir / "train"), "--resize", "64x64"]
+    r = CliRunner().invoke(main, args + ["--out", str(disk / "db")])
+    assert r.exit_code == 1 and "MiB more are needed" in r.output and "--no-space-check" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(disk / "db"), "--no-space-check"])
+    assert r.exit_code == 1, r.output
+    assert "the disk is full" in r.output and "run again to resume" in r.output and "Traceback" not in r.output
+    assert not (disk / "db").exists() and (disk / "db.partial").exists()
+    resize_tmpfs(disk, "8m")
+    r = CliRunner().invoke(main, args + ["--out", str(disk / "db")])
+    assert r.exit_code == 0, r.output
+    assert "240 records, 0 skipped" in r.output
+
+
+def test_resumed_build_retries_what_it_skipped(tmp_path, synth_dir):
+    imgs = tmp_path / "imgs"
+    shutil.copytree(synth_dir / "train", imgs)
+    lines = (synth_dir / "whole_train" / "files.txt").read_text().splitlines()[:40]
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    broken = [imgs / lines[i].split()[0] for i in (3, 17)]
+    good = [p.read_bytes() for p in broken]
+    for p in broken:
+        p.write_bytes(b"not a jpeg")
+    with pytest.raises(Error, match="2 of 40 images could not be read"):
+        build_db(lst, imgs, tmp_path / "db", classes=20, progress=False, max_skip=0.01)
+    broken[0].write_bytes(good[0])                                  # one is fixed
+    r = build_db(lst, imgs, tmp_path / "db", classes=20, progress=False, max_skip=0.05)
+    assert r.written == 39 and [s[1] for s in r.skipped] == [lines[17].split()[0]]
+    report = json.loads((tmp_path / "db" / "tf-report.json").read_text())
+    assert [s["file"] for s in report["skipped"]] == [lines[17].split()[0]]
+    broken[1].write_bytes(good[1])
+    build_db(lst, imgs, tmp_path / "whole", classes=20, progress=False)
+    from transferfeat.datasets import iter_db
+    fixed = dict(iter_db(tmp_path / "db"))
+    assert all(fixed[k] == v for k, v in iter_db(tmp_path / "whole") if k in fixed)   # same keys, same records
+    assert len(fixed) == 39

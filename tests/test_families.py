@@ -2,12 +2,12 @@
 nets, datasets, rendering, planning and figure series without touching any other module."""
 import json
 import os
-import re
 from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import write_study
 from transferfeat import families
 from transferfeat.cli import main
 from transferfeat.families import Dataset, Family, register
@@ -16,6 +16,7 @@ from transferfeat.plan import estimate, schedule
 from transferfeat.render import Renderer
 from transferfeat.results import parse_root, summarize
 from transferfeat.splits import make_splits
+from transferfeat.state import states
 from transferfeat.study import Study, StudyError
 
 
@@ -47,12 +48,8 @@ def copies():
     families.REGISTRY.pop("copies")
 
 
-def study_file(tmp_path, families_yaml: str):
-    text = Study.load("mini").path.read_text()
-    text = text[: text.index("families:")] + "families:\n" + families_yaml
-    path = tmp_path / "study.yaml"
-    path.write_text(text)
-    return path
+def study_file(tmp_path, families: dict):
+    return write_study(tmp_path, lambda s: s.update(families=families))
 
 
 def caffe1_log(accuracies: dict) -> str:
@@ -67,7 +64,7 @@ def caffe1_log(accuracies: dict) -> str:
 
 
 def test_a_family_defined_in_a_test_gets_everything(copies, tmp_path, synth_dir):
-    study = Study.load(study_file(tmp_path, "  netbase: {}\n  copies: {depths: [2, 5], per_class: 3}\n"))
+    study = Study.load(study_file(tmp_path, {"netbase": {}, "copies": {"depths": [2, 5], "per_class": 3}}))
     # nets and datasets
     assert [n.name for n in study.nets.values()] == ["netbase", "copies_1_2", "copies_1_5"]
     net = study.net("copies_1_5")
@@ -86,10 +83,10 @@ def test_a_family_defined_in_a_test_gets_everything(copies, tmp_path, synth_dir)
     assert os.readlink(root / "copies_1_2" / "imagenet_train_lmdb").endswith("first3_train/lmdb")
     # planning
     folder = StudyFolder(root, study)
-    plan = schedule(folder, study.select(["copies_*"]))
+    plan = schedule(study, study.select(["copies_*"]), states(folder, study.select(["copies_*"])))
     assert plan.blocked == {"copies_1_2": ("netbase", "neither done, selected nor running elsewhere"),
                             "copies_1_5": ("netbase", "neither done, selected nor running elsewhere")}
-    plan = schedule(folder, list(study.nets.values()))
+    plan = schedule(study, list(study.nets.values()), states(folder, list(study.nets.values())))
     assert [n.name for n in plan.order][0] == "netbase" and plan.after["copies_1_5"] == "netbase"
     (one, _), (many, _) = estimate(study, list(study.nets.values()), [1, 8], 1.0)
     assert one.makespan == 3.0 and many.makespan == 2.0             # netbase, then both copies at once
@@ -104,17 +101,15 @@ def test_a_family_defined_in_a_test_gets_everything(copies, tmp_path, synth_dir)
 
 def test_a_family_without_its_base_family_is_an_error(copies, tmp_path):
     with pytest.raises(StudyError, match=r"families\.copies: needs families\.netbase"):
-        Study.load(study_file(tmp_path, "  copies: {depths: [2], per_class: 3}\n"))
+        Study.load(study_file(tmp_path, {"copies": {"depths": [2], "per_class": 3}}))
     with pytest.raises(StudyError, match=r"families\.copies\.per_class: must be positive"):
-        Study.load(study_file(tmp_path, "  netbase: {}\n  copies: {depths: [2], per_class: 0}\n"))
+        Study.load(study_file(tmp_path, {"netbase": {}, "copies": {"depths": [2], "per_class": 0}}))
     with pytest.raises(StudyError, match=r"families\.copies\.depths\[0\]: expected int"):
-        Study.load(study_file(tmp_path, "  netbase: {}\n  copies: {depths: [two], per_class: 3}\n"))
+        Study.load(study_file(tmp_path, {"netbase": {}, "copies": {"depths": ["two"], "per_class": 3}}))
 
 
 def test_paper_transfer_family_without_half_names_both(tmp_path):
-    text = Study.load("mini").path.read_text()
-    path = tmp_path / "s.yaml"
-    path.write_text(re.sub(r"\n  half: \{seeds: \[0, 1, 2, 3\]\}", "", text))
+    path = write_study(tmp_path, lambda s: s["families"].pop("half"))
     with pytest.raises(StudyError, match=r"families\.transfer: needs families\.half"):
         Study.load(path)
 

@@ -5,10 +5,14 @@ import base64
 import io
 import json
 import os
+import re
+import select
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,34 +26,51 @@ def chromium():
     if path is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have chromium (apt-get install chromium)")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+        pytest.skip("Chromium: not installed (apt-get install chromium)")
     return path
 
 
 class Page:
-    """One headless Chromium tab over the DevTools protocol; records console errors and requests."""
+    """One headless Chromium tab over the DevTools protocol; records console errors and requests.
+    Chromium runs in its own process group (it starts many processes), with its profile and its
+    temporary files in ``folder``; ``close`` ends the whole group, and so does a failed start."""
 
-    def __init__(self, chromium, profile):
+    def __init__(self, chromium, folder, start_timeout: float = 60, tmpdir=None):
         import websocket
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ws = None
         self.proc = subprocess.Popen(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--window-size=1280,900", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port = None
-        deadline = time.time() + 60
-        while port is None and time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if "DevTools listening on ws://" in line:
-                port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
-        assert port, "chromium did not start its DevTools server"
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
-        self.id, self.events = 0, []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+             "--window-size=1280,900", f"--user-data-dir={folder / 'profile'}", "--remote-debugging-port=0",
+             "--remote-allow-origins=*", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            env={**os.environ, "TMPDIR": str(tmpdir or folder)})      # its sockets' paths must be short
+        try:
+            port, said = None, b""
+            deadline = time.time() + start_timeout
+            while port is None and time.time() < deadline:
+                if not select.select([self.proc.stderr], [], [], 0.2)[0]:
+                    continue
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+                if not chunk:
+                    break
+                said += chunk
+                m = re.search(rb"DevTools listening on ws://127\.0\.0\.1:(\d+)/", said)
+                port = int(m.group(1)) if m else None
+            assert port, f"chromium did not start its DevTools server: {said[-2000:]!r}"
+            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+            page = next(t for t in targets if t["type"] == "page")
+            # No Origin header: Chromium 111+ refuses a DevTools websocket whose client sends one
+            # (unless --remote-allow-origins names it; both are set, for old and new Chromium alike).
+            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+            self.id, self.events = 0, []
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable")
+            self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        except BaseException:
+            self.close()
+            raise
 
     def call(self, method, **params):
         self.id += 1
@@ -87,12 +108,44 @@ class Page:
         return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
 
     def close(self):
-        self.ws.close()
-        self.proc.terminate()
-        self.proc.wait(15)
+        """End the tab's connection and every process of the browser's group."""
+        if self.ws is not None:
+            self.ws.close()
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+                if not group_alive(self.proc.pid):
+                    break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.stderr.close()
 
 
-def test_report_in_a_real_browser(shared, chromium, tmp_path, monkeypatch):
+def group_alive(pgid: int) -> bool:
+    """Is any process of group ``pgid`` still there (zombies aside)?"""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.fixture
+def page(chromium, tmp_path, tmp_path_factory):
+    p = Page(chromium, tmp_path / "chromium", tmpdir=tmp_path_factory.mktemp("c"))
+    yield p
+    p.close()
+    assert not group_alive(p.proc.pid), "a chromium process outlived its test"
+
+
+def test_report_in_a_real_browser(shared, page, tmp_path, monkeypatch):
     from PIL import Image
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "report.html"
@@ -104,8 +157,7 @@ def test_report_in_a_real_browser(shared, chromium, tmp_path, monkeypatch):
     assert 100_000 < size < 600_000, size                       # a few hundred KB for 170 nets
     text = out.read_text()
     assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text   # nothing to fetch
-    page = Page(chromium, tmp_path / "profile")
-    try:
+    if True:
         page.call("Page.navigate", url=out.as_uri())
         page.wait_for("Page.loadEventFired")
         assert page.js("document.querySelectorAll('figure svg').length") == 5
@@ -128,8 +180,6 @@ def test_report_in_a_real_browser(shared, chromium, tmp_path, monkeypatch):
         assert page.js("document.querySelector('#provenance').textContent").count("sha256") == 1
         shot = page.call("Page.captureScreenshot", format="png")
         errors, requests = page.errors(), page.requests()
-    finally:
-        page.close()
     assert errors == []
     assert requests == [out.as_uri()]                              # the page itself, nothing else
     import numpy as np
@@ -144,3 +194,13 @@ def test_report_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(main, ["report", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "r.html")])
     assert r.exit_code == 1 and "has logs" in r.output and not (tmp_path / "r.html").exists()
+
+
+def test_a_browser_that_fails_to_start_leaves_no_process(tmp_path):
+    """Start-up fails (no DevTools line): every process the browser started is ended all the same."""
+    fake = tmp_path / "chromium"
+    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'pid'}\nsleep 300 &\nsleep 300\n")
+    fake.chmod(0o755)
+    with pytest.raises(AssertionError, match="did not start its DevTools server"):
+        Page(str(fake), tmp_path / "browser", start_timeout=2)
+    assert not group_alive(int((tmp_path / "pid").read_text()))

@@ -9,14 +9,14 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file, tf
+from conftest import fake_calls as calls, net_state, tiny_study_file, tf, wait_for
 from transferfeat.cli import main
 from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
 from transferfeat.engines.caffe import CaffeEngine
 from transferfeat.folder import StudyFolder
 from transferfeat.schedulers.local import Pool
-from transferfeat.training import status
+from transferfeat.state import Lock, read_attempt, status_rows
 from transferfeat.study import Study
 
 
@@ -28,11 +28,6 @@ def setup(tmp_path, fake_caffe, monkeypatch):
     return study, tmp_path / "results"
 
 
-def calls(root, name):
-    path = root / name / "fake-caffe-calls.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-
-
 
 def test_train_base_then_transfer_with_weights(setup):
     study, root = setup
@@ -41,7 +36,7 @@ def test_train_base_then_transfer_with_weights(setup):
     r = tf("train", "half0A", "--root", root)
     assert r.exit_code == 0, r.output
     assert "done (caffe_imagenet_train_iter_30.caffemodel)" in r.output
-    assert NetDir(root, "half0A").snapshot_at(30)
+    assert NetDir(root, "half0A").snapshots().get(30)
     assert json.loads((root / "half0A" / "tf-state.json").read_text())["status"] == "done"
     r = tf("train", "transfer0A0B_1_3", "--root", root)
     assert r.exit_code == 0, r.output
@@ -161,7 +156,7 @@ def test_retry_then_fail_and_block_dependants(setup, monkeypatch, tmp_path):
     assert sorted(s.blocked) == [f"transfer2A2B_1_{n}" for n in range(1, 8)]
     assert "half2B" in s.done                                   # the rest go on
     assert any("block  transfer2A2B_1_1: its base net half2A failed" in l for l in lines)
-    rows = {r["name"]: r["status"] for r in status(StudyFolder(root, study), study.select(["half2*", "transfer2A2B_1_1"]), {})}
+    rows = {r["name"]: r["status"] for r in status_rows(StudyFolder(root, study), study.select(["half2*", "transfer2A2B_1_1"]), {})}
     assert rows["half2A"] == "failed" and rows["half2B"] == "done"
     assert rows["transfer2A2B_1_1"] == "blocked on half2A"
 
@@ -236,7 +231,7 @@ def test_truncated_latest_snapshot_is_passed_over(setup, monkeypatch):
     d = NetDir(root, "halfnatmanA")
     (d.path / "caffe_imagenet_train_iter_24.caffemodel").write_bytes(b"\x08\x18")
     (d.path / "caffe_imagenet_train_iter_24.solverstate").write_bytes(b"\x0a\x40partial")   # cut mid-field
-    assert StudyFolder(root, study).resume_point("halfnatmanA") == 20
+    assert net_state(StudyFolder(root, study), "halfnatmanA").resumes_at == 20
     monkeypatch.delenv("FAKE_CAFFE_CRASH_AT")
     r = tf("train", "halfnatmanA", "--root", root)
     assert r.exit_code == 0 and "resuming from iteration 20" in r.output
@@ -296,3 +291,92 @@ def test_run_without_globs_takes_the_rendered_nets(tmp_path, fake_caffe, monkeyp
     Renderer(study).render_all(study.select(["half1A", "transfer1A1B_1_4"]), root)
     r = tf("run", "--root", root, "--parallel", "2")
     assert r.exit_code == 0 and "2 done, 0 already done, 0 failed" in r.output
+
+
+def test_training_refuses_to_start_without_room(tmp_path, fake_caffe, tmpfs, monkeypatch):
+    monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
+    study = Study.load(tiny_study_file(tmp_path))
+    disk = tmpfs("1m")
+    Renderer(study).render_all(study.select(["half0A"]), disk / "results", tmp_path / "data")
+    r = tf("train", "half0A", "--root", disk / "results")
+    assert r.exit_code == 1 and "not started" in r.output and "room for two snapshot pairs" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_failure_report_shows_the_cause_not_the_stack(setup, monkeypatch):
+    study, root = setup
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "15")
+    r = tf("run", "half0A", "--root", root, "--parallel", "1", "--retries", "0")
+    assert r.exit_code == 1
+    assert "Check failed: error == cudaSuccess (2 vs. 0)  out of memory" in r.output
+    assert "@ " not in r.output and "stack trace" not in r.output
+    r = CliRunner().invoke(main, ["train", "half0A", "--root", str(root)])
+    assert "Check failed" in r.output and "google::LogMessage" not in r.output
+
+
+def test_a_retry_that_crashes_from_a_snapshot_falls_back_to_the_one_before(setup, monkeypatch, tmp_path):
+    study, root = setup
+    folder = StudyFolder(root, study)
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_AT", "25")
+    monkeypatch.setenv("FAKE_CAFFE_CRASH_ONCE", str(tmp_path / "crashed"))
+    monkeypatch.setenv("FAKE_CAFFE_BAD_SNAPSHOT", "20")
+    r = tf("run", "half1A", "--root", root, "--parallel", "1", "--retries", "1")
+    assert r.exit_code == 1                                  # crash at 25, then the retry from 20 crashes
+    assert read_attempt(folder.net("half1A"))["bad_snapshots"] == [20]
+    row = json.loads(tf("status", "half1A", "--root", root, "--format", "json").output)[0]
+    assert row["status"] == "failed"
+    assert net_state(folder, "half1A").resumes_at == 10
+    r = tf("run", "half1A", "--root", root, "--parallel", "1")
+    assert r.exit_code == 0, r.output
+    assert "passing over the snapshot at iteration 20: a retry from it crashed" in r.output
+    argv = calls(root, "half1A")[-1]["argv"]
+    assert argv[argv.index("-snapshot") + 1] == "caffe_imagenet_train_iter_10.solverstate"
+    assert net_state(folder, "half1A").done
+
+
+def test_a_net_running_elsewhere_is_waited_for_not_failed(setup, fake_caffe):
+    study, root = setup
+    folder = StudyFolder(root, study)
+    (folder.net("half0A").path / "fake-caffe-delay").write_text("0.05")
+    env = dict(os.environ, TF_STUDY=str(folder.study_copy))
+    other = subprocess.Popen([sys.executable, "-m", "transferfeat.cli", "train", "half0A", "--root",
+                              str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: Lock(folder.net("half0A")).held_elsewhere(), 30, "the other tf train to hold half0A")
+    r = tf("run", "half0A", "transfer0A0B_1_1", "--root", root, "--parallel", "2", "--interval", "0.2")
+    other.wait(60)
+    assert r.exit_code == 0, r.output
+    assert "wait   half0A: running elsewhere" in r.output and "done   half0A (elsewhere)" in r.output
+    assert "0 failed" in r.output and net_state(folder, "transfer0A0B_1_1").done
+    assert calls(root, "transfer0A0B_1_1")[0]["start"] >= calls(root, "half0A")[0]["end"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_signals_stop_cleanly_even_when_the_parent_ignored_sigint(setup, fake_caffe, command, sig):
+    """Started as a background job of a script (SIGINT ignored), or under nohup: still a clean stop."""
+    study, root = setup
+    name = "half2B"
+    d = NetDir(root, name)
+    env = dict(os.environ, TF_STUDY=str(root / "tf-study.yaml"), FAKE_CAFFE_DELAY="0.05")
+    cmd = [sys.executable, "-m", "transferfeat.cli", command, name, "--root", str(root)]
+    cmd += ["--parallel", "1", "--interval", "0.2"] if command == "run" else []
+
+    def ignore():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ignore)
+    wait_for(lambda: d.solverstates(), 30, "a first snapshot")
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    call = calls(root, name)[0]
+    assert call["exit"] == 0 and call["last_iter"] < 30 and call["last_iter"] in d.solverstates()
+
+
+def test_status_and_results_need_a_results_folder(tmp_path):
+    for cmd in ("status", "results"):
+        r = CliRunner().invoke(main, [cmd, "--root", str(tmp_path / "nowhere")])
+        assert r.exit_code == 1 and "does not exist" in r.output
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        r = CliRunner().invoke(main, [cmd, "--root", str(tmp_path / "empty")])
+        assert r.exit_code == 1 and "no rendered net" in r.output

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_study_file, tf
+from conftest import fake_calls as calls, tiny_study_file, tf
 from transferfeat.cli import main
 from transferfeat.errors import Error
 from transferfeat.folder import NetFolder as NetDir
 from transferfeat.render import Renderer
 from transferfeat.engines.caffe import CaffeEngine
 from transferfeat.folder import StudyFolder
-from transferfeat.schedulers.slurm import Resources, job_script
+from transferfeat.schedulers.slurm import Resources, job_script, read_job
 from transferfeat.study import Study
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -48,11 +48,6 @@ def results(tmp_path, fake_caffe):
 
 
 
-def calls(root, name):
-    path = root / name / "fake-caffe-calls.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-
-
 def test_dry_run_touches_nothing(results, monkeypatch):
     study, root, caffe = results
     monkeypatch.setenv("PATH", "/nonexistent")                     # no sbatch, squeue: never called
@@ -76,7 +71,7 @@ def test_submit_fails_when_sbatch_refuses(results, monkeypatch, tmp_path):
     assert r.exit_code == 1, r.output
     assert "0 submitted, 0 skipped, 1 failed" in r.output
     assert "sbatch refused half0A: sbatch failed: sbatch: error: invalid partition specified: gpu" in r.output
-    assert not NetDir(root, "half0A").read_job()
+    assert not read_job(NetDir(root, "half0A"))
 
 
 @pytest.mark.slurm
@@ -86,7 +81,7 @@ def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monk
     r = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
     assert r.exit_code == 0, r.output
     assert "3 submitted" in r.output
-    jobs = {n: NetDir(root, n).read_job()["job_id"] for n in ("half0A", "transfer0A0B_1_1", "transfer0A0A_1_2")}
+    jobs = {n: read_job(NetDir(root, n))["job_id"] for n in ("half0A", "transfer0A0B_1_1", "transfer0A0A_1_2")}
     assert f"after job {jobs['half0A']} (half0A)" in r.output
     again = tf("submit", "half0A", "transfer0A0B_1_1", "transfer0A0A_1_2", "--root", root, "--caffe", caffe)
     assert "0 submitted, 3 skipped" in again.output and "already queued as job" in again.output
@@ -96,8 +91,8 @@ def test_base_then_transfer_nets_in_order_and_no_duplicates(slurm, results, monk
         call = calls(root, t)[0]
         assert call["start"] >= base_end
         assert call["argv"][call["argv"].index("-weights") + 1] == "basenet/caffe_imagenet_train_iter_30.caffemodel"
-        assert NetDir(root, t).read_job()["state"] == "COMPLETED"
-        assert NetDir(root, t).snapshot_at(30)
+        assert read_job(NetDir(root, t))["state"] == "COMPLETED"
+        assert NetDir(root, t).snapshots().get(30)
     done = tf("submit", "half0A", "transfer0A0B_1_1", "--root", root)
     assert "0 submitted, 2 skipped" in done.output and "skipped: done" in done.output
     status = json.loads(tf("status", "half0A", "--root", root, "--format", "json").output)
@@ -111,7 +106,7 @@ def test_base_already_done_gets_no_dependency(slurm, results):
     r = tf("submit", "transfer1B1A_1_4", "--root", root, "--caffe", caffe)
     assert "submitted transfer1B1A_1_4 as job" in r.output and "after job" not in r.output
     slurm.wait_idle()
-    assert NetDir(root, "transfer1B1A_1_4").snapshot_at(30)
+    assert NetDir(root, "transfer1B1A_1_4").snapshots().get(30)
 
 
 @pytest.mark.slurm
@@ -137,7 +132,7 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     d = NetDir(root, "half3A")
     (d.path / "fake-caffe-delay").write_text("0.1")
     assert "1 submitted" in tf("submit", "half3A", "--root", root, "--caffe", caffe).output
-    job = d.read_job()["job_id"]
+    job = read_job(d)["job_id"]
     deadline = time.time() + 60
     while not d.solverstates() and time.time() < deadline:
         time.sleep(0.2)
@@ -152,8 +147,8 @@ def test_requeued_job_resumes_from_its_snapshot(slurm, results):
     assert first["exit"] == 0 and first["last_iter"] < 30 and first["last_iter"] in d.solverstates()
     argv = second["argv"]
     assert argv[argv.index("-snapshot") + 1] == f"caffe_imagenet_train_iter_{first['last_iter']}.solverstate"
-    assert d.snapshot_at(30)
-    state = d.read_job()
+    assert d.snapshots().get(30)
+    state = read_job(d)
     assert state["state"] == "COMPLETED" and state["restarts"] == 1
 
 
@@ -170,7 +165,7 @@ def test_real_caffe_under_slurm(slurm, tmp_path, caffe_bin):
     assert "2 submitted" in out.output, out.output
     slurm.wait_idle(300)
     for n in ("half0A", "transfer0A0B_1_5"):
-        assert NetDir(root, n).snapshot_at(40), (root / n).iterdir()
+        assert NetDir(root, n).snapshots().get(40), (root / n).iterdir()
     from transferfeat.logs import parse_files
     base, transfer = (parse_files(NetDir(root, n).logs()) for n in ("half0A", "transfer0A0B_1_5"))
     assert base.iterations == transfer.iterations == 40 and 40 in transfer.accuracy

@@ -2,7 +2,10 @@ import collections
 import textwrap
 
 import pytest
+from click.testing import CliRunner
 
+from conftest import set_key, write_study
+from transferfeat.cli import main
 from transferfeat.study import Study, StudyError
 
 
@@ -67,27 +70,34 @@ def _write(tmp_path, text):
     return p
 
 
+def rename(data: dict, dotted: str, new: str) -> None:
+    """Rename the key at ``dotted`` (a.b.c) to ``new``, keeping its place."""
+    *path, last = dotted.split(".")
+    for key in path:
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    items = list(data.items())
+    data.clear()
+    data.update((new if k == last else k, v) for k, v in items)
+
+
 def test_bad_study_names_the_key_path(tmp_path):
-    text = (Study.load().path.read_text()).replace("    base_lr: 0.01\n", "    base_lrr: 0.01\n", 1)
     with pytest.raises(StudyError) as e:
-        Study.load(_write(tmp_path, text))
+        Study.load(write_study(tmp_path, lambda s: rename(s, "solvers.default.base_lr", "base_lrr"), base="paper"))
     msg = str(e.value)
     assert "study.yaml" in msg and "solvers.default.base_lrr: unknown key" in msg and "base_lr" in msg
 
 
-@pytest.mark.parametrize("old,new,expect", [
-    ("  crop: 227", "  crop: big", "input.crop: expected int"),
-    ("  transfer: {", "  transfr: {", "families.transfr: unknown key (valid keys: half, halfnatman"),
-    ("{name: relu1, type: relu}", "{name: relu1, type: relux}", "architecture.layers[1].type: unknown layer type"),
-    ("{name: relu1, type: relu}", "{name: relu1, type: relu, pad: 1}", "architecture.layers[1].pad: unknown key"),
-    ("depths: [1, 2, 3, 4, 5, 6, 7]}\n  transfer:", "depths: [1, 9]}\n  transfer:", "families.nolearn.depths[1]: 9"),
-    ("reduced: {solver: reduced}", "reduced: {solver: fast}", "families.reduced.solver: unknown solver 'fast'"),
+@pytest.mark.parametrize("edit,expect", [
+    (lambda s: set_key(s, "input.crop", "big"), "input.crop: expected int"),
+    (lambda s: rename(s, "families.transfer", "transfr"), "families.transfr: unknown key (valid keys: half, halfnatman"),
+    (lambda s: set_key(s, "architecture.layers.1.type", "relux"), "architecture.layers[1].type: unknown layer type"),
+    (lambda s: set_key(s, "architecture.layers.1.pad", 1), "architecture.layers[1].pad: unknown key"),
+    (lambda s: set_key(s, "families.nolearn.depths", [1, 9]), "families.nolearn.depths[1]: 9"),
+    (lambda s: set_key(s, "families.reduced.solver", "fast"), "families.reduced.solver: unknown solver 'fast'"),
 ])
-def test_bad_study_values(tmp_path, old, new, expect):
-    text = Study.load().path.read_text()
-    assert old in text
+def test_bad_study_values(tmp_path, edit, expect):
     with pytest.raises(StudyError, match=expect.replace("[", r"\[").replace("(", r"\(")):
-        Study.load(_write(tmp_path, text.replace(old, new, 1)))
+        Study.load(write_study(tmp_path, edit, base="paper"))
 
 
 def test_missing_and_unparsable_study(tmp_path):
@@ -101,3 +111,16 @@ def test_mini_study_has_the_same_design(mini, paper):
     assert len(mini.nets) == len(paper.nets)
     assert [n.family for n in mini.nets.values()] == [n.family for n in paper.nets.values()]
     assert [l.name for l in mini.arch.learnable] == [l.name for l in paper.arch.learnable]
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("solvers.default.max_iter", 0, "solvers.default.max_iter: 0 must be positive"),
+    ("architecture.layers.0.num_output", -3, "architecture.layers[0].num_output: -3 is not a positive integer"),
+    ("solvers.default.base_lr", -0.01, "solvers.default.base_lr: -0.01 must be a positive number"),
+    ("input.crop", 0, "input.crop: 0 must be positive"),
+    ("families.half.seeds", [0, -1], "families.half.seeds[1]: -1 is not a seed"),
+])
+def test_study_numbers_in_range(tmp_path, key, value, expect):
+    path = write_study(tmp_path, lambda s: set_key(s, key, value), name="s.yaml")
+    r = CliRunner().invoke(main, ["--study", str(path), "list"])
+    assert r.exit_code == 1 and expect in r.output and "s.yaml" in r.output

@@ -8,13 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import paper_size_valid, tiny_study_file, tf
+from conftest import (edit_prototxt, write_study, net_state, paper_size_valid, run_trainer, set_fields, tiny_study_file, tf,
+                      wait_for, without_torch)
 from transferfeat.caffeproto import Datum, net_bytes, net_weights, read_blob
 from transferfeat.datasets import compute_mean, iter_db, write_mean
 from transferfeat.demo import prepare_data
@@ -24,15 +24,6 @@ from transferfeat.render import Renderer
 from transferfeat.study import Study
 
 pytestmark = [pytest.mark.caffe, pytest.mark.torch]
-
-
-
-
-def without_torch(*args):
-    """tf in a fresh interpreter where `import torch` fails; stdout and stderr together."""
-    code = "import sys; sys.modules['torch'] = None; from transferfeat.cli import main; main(sys.argv[1:], prog_name='tf')"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
 def caffe(caffe_bin, folder, *args, log=None):
@@ -49,18 +40,21 @@ def tiny(tmp_path_factory, torch_engine):
     """The mini study on a short schedule; each val round covers the whole val set (6 x 50 = 300)."""
     tmp = tmp_path_factory.mktemp("torch")
     path = tiny_study_file(tmp, max_iter=60, snapshot=20, test_interval=20)
-    path.write_text(path.read_text().replace("\n    test_iter: 2", "\n    test_iter: 6"))
-    study = Study.load(path)
+    study = Study.load(write_study(tmp, lambda s: s["solvers"]["default"].update(test_iter=6), base=str(path)))
     data = prepare_data(study, tmp, study.select(["half0A", "half0B", "transfer0A0B_1_2"]), echo=lambda *_: None)
     return study, data, tmp
 
 
-def edit(path, *subs):
-    text = Path(path).read_text()
-    for old, new in subs:
-        assert re.search(old, text), (old, path)
-        text = re.sub(old, new, text)
-    Path(path).write_text(text)
+def layer(msg, name):
+    return next(l for l in msg["layer"] if l.one("name") == name)
+
+
+def set_data(msg, **fields):
+    """Fields of the data layer's transform_param (crop_size, mirror) or its data_param (batch_size)."""
+    data = msg["layer"][0]
+    for key, value in fields.items():
+        block = data.one("transform_param") if key in ("crop_size", "mirror") else data.one("data_param")
+        block[key] = [value]
 
 
 def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Path:
@@ -69,22 +63,22 @@ def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Pat
     study, data, _ = tiny
     Renderer(study).render_all([study.net("half0A")], where, data)
     d = where / "half0A"
-    train = d / "imagenet_train.prototxt"
-    blocks = train.read_text().split("\nlayer {")
-    train.write_text("\nlayer {".join(b for b in blocks if 'type: "Dropout"' not in b))
-    edit(train, (r"crop_size: 28", "crop_size: 32"), (r"mirror: true", "mirror: false"))
-    edit(d / "imagenet_val.prototxt", (r"crop_size: 28", "crop_size: 32"))
-    edit(train, (r'(name: "conv1"\n  type: "Convolution"\n  bottom: "data"\n  top: "conv1"\n  param \{\n    lr_mult: )1'
-                 r'(\n    decay_mult: )1(\n  \}\n  param \{\n    lr_mult: )2', r"\g<1>0\g<2>0\g<3>0"),
-         (r"batch_size: 32", f"batch_size: {batch}"))
-    edit(d / "imagenet_solver.prototxt", (r"max_iter: \d+", f"max_iter: {max_iter}"), (r"stepsize: \d+", "stepsize: 30"),
-         (r"snapshot: \d+", "snapshot: 1"), (r"display: \d+", "display: 1"), (r"test_interval: \d+", "test_interval: 1000"))
+
+    def train(msg):
+        msg["layer"] = [l for l in msg["layer"] if l.one("type") != "Dropout"]
+        set_data(msg, crop_size=32, mirror=False, batch_size=batch)
+        for p in layer(msg, "conv1")["param"]:
+            p.update(lr_mult=[0], decay_mult=[0])
+    edit_prototxt(d / "imagenet_train.prototxt", train)
+    edit_prototxt(d / "imagenet_val.prototxt", lambda msg: set_data(msg, crop_size=32))
+    set_fields(d / "imagenet_solver.prototxt", max_iter=max_iter, stepsize=30, snapshot=1, display=1, test_interval=1000)
     return d
 
 
 def initial_weights(d: Path) -> Path:
     """The torch engine's own initialisation, written as a caffemodel both engines start from."""
-    from transferfeat.engines.torchnet import Quiet, Solver
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.solver import Solver
     s = Solver(d / "imagenet_solver.prototxt", log=Quiet())
     layers = [(l.name, l.type, [t.detach().numpy() for t in s.net.params.get(l.name, [])]) for l in s.train_spec.layers]
     (d / "init.caffemodel").write_bytes(net_bytes(s.train_spec.name, layers))
@@ -109,7 +103,9 @@ def close(a, b, tol):
 
 def test_training_step_by_step_from_caffes_state(caffe_run):
     """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1."""
-    from transferfeat.engines.torchnet import Feed, Quiet, Solver
+    from transferfeat.engines.torchnet.feed import Feed
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.solver import Solver
     d = caffe_run
     solver = Solver(d / "imagenet_solver.prototxt", log=Quiet())
     feed = Feed(solver.train_spec, "TRAIN", 0, Quiet())
@@ -143,10 +139,7 @@ def test_training_step_by_step_from_caffes_state(caffe_run):
 def test_free_running_losses_match(caffe_run, tmp_path):
     d = tmp_path / "half0A"
     shutil.copytree(caffe_run, d, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_*", "*.log"))
-    out = subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
-                          "imagenet_solver.prototxt", "-weights", "init.caffemodel"], cwd=d, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_trainer(d, "train", "-solver", "imagenet_solver.prototxt", "-weights", "init.caffemodel")
     (d / "torch.log").write_text(out.stderr)
     its_c, caffe_loss = parse_segment(caffe_run / "caffe.log").loss
     its_t, torch_loss = parse_segment(d / "torch.log").loss
@@ -168,12 +161,14 @@ def extract(caffe_bin, d, weights, blobs, batches):
 
 
 def check_forward(caffe_bin, d: Path, weights: Path, batches: int, logits: str):
-    from transferfeat.engines.torchnet import Feed, Net, Quiet, copy_weights
+    from transferfeat.engines.torchnet.feed import Feed
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.model import Model, copy_weights
     from transferfeat.netspec import read
     import torch
     ref = extract(caffe_bin, d, weights, ["data", logits, "loss", "accuracy"], batches)
     spec = read(d / "imagenet_val.prototxt", "TEST")
-    net = Net(spec, torch.device("cpu"), "TEST")
+    net = Model(spec, torch.device("cpu"), "TEST")
     copy_weights(net, weights, Quiet())
     feed = Feed(spec, "TEST", 0, Quiet())
     with torch.no_grad():
@@ -204,7 +199,7 @@ def test_forward_equivalence_paper_caffenet(tmp_path, caffe_bin, torch_engine):
     (data / "half0A_train").mkdir()
     write_mean(compute_mean(valid / "lmdb", progress=False), data / "half0A_train" / "mean.binaryproto")
     d = Renderer(study).render(study.net("half0A"), tmp_path / "results", data_root=data)
-    edit(d / "imagenet_val.prototxt", (r"batch_size: 50", "batch_size: 4"))
+    edit_prototxt(d / "imagenet_val.prototxt", lambda msg: set_data(msg, batch_size=4))
     check_forward(caffe_bin, d, initial_weights(d), 2, "fc8")
 
 
@@ -236,15 +231,12 @@ def resume_one_step(caffe_bin, d: Path, pair: int, engine: str, tmp_path, name: 
     record again, as both do on resume); the weights after it."""
     work = tmp_path / name
     shutil.copytree(d, work, symlinks=True)
-    edit(work / "imagenet_solver.prototxt", (r"max_iter: \d+", f"max_iter: {pair + 1}"))
+    set_fields(work / "imagenet_solver.prototxt", max_iter=pair + 1)
     state = f"caffe_imagenet_train_iter_{pair}.solverstate"
     if engine == "caffe":
         caffe(caffe_bin, work, "train", "-solver", "imagenet_solver.prototxt", "-snapshot", state)
     else:
-        out = subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
-                              "imagenet_solver.prototxt", "-snapshot", state], cwd=work, capture_output=True,
-                             text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-2000:]
+        out = run_trainer(work, "train", "-solver", "imagenet_solver.prototxt", "-snapshot", state)
         assert f"Iteration {pair}, lr = " in out.stderr
     return net_weights(work / f"caffe_imagenet_train_iter_{pair + 1}.caffemodel")
 
@@ -262,10 +254,8 @@ def test_snapshots_resume_across_engines(caffe_run, caffe_bin, tmp_path):
               resume_one_step(caffe_bin, caffe_run, 33, "caffe", tmp_path, "c"))
     torch_run = tmp_path / "torch_run"
     shutil.copytree(caffe_run, torch_run, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_*"))
-    edit(torch_run / "imagenet_solver.prototxt", (r"max_iter: \d+", "max_iter: 12"))
-    subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
-                    "imagenet_solver.prototxt", "-weights", "init.caffemodel"], cwd=torch_run, check=True,
-                   capture_output=True, timeout=600)
+    set_fields(torch_run / "imagenet_solver.prototxt", max_iter=12)
+    run_trainer(torch_run, "train", "-solver", "imagenet_solver.prototxt", "-weights", "init.caffemodel")
     same_step(resume_one_step(caffe_bin, torch_run, 12, "caffe", tmp_path, "c2"),
               resume_one_step(caffe_bin, torch_run, 12, "torch", tmp_path, "t2"))
 
@@ -273,15 +263,14 @@ def test_snapshots_resume_across_engines(caffe_run, caffe_bin, tmp_path):
 def test_interrupted_torch_run_resumes_bit_identical(tiny, tmp_path):
     """Batch 40: an epoch is 30 iterations, so a snapshot at 30 is on an epoch boundary."""
     def run(d, *args):
-        subprocess.run([sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver",
-                        "imagenet_solver.prototxt", *args], cwd=d, check=True, capture_output=True, timeout=600)
+        run_trainer(d, "train", "-solver", "imagenet_solver.prototxt", *args)
     whole = deterministic(tiny, tmp_path / "a", batch=40)
     init = initial_weights(whole)
     run(whole, "-weights", init.name)
     parts = deterministic(tiny, tmp_path / "b", batch=40, max_iter=30)
     shutil.copy(init, parts / init.name)
     run(parts, "-weights", init.name)
-    edit(parts / "imagenet_solver.prototxt", (r"max_iter: 30", "max_iter: 60"))
+    set_fields(parts / "imagenet_solver.prototxt", max_iter=60)
     run(parts, "-snapshot", "caffe_imagenet_train_iter_30.solverstate")
     final = "caffe_imagenet_train_iter_60.caffemodel"
     assert (whole / final).read_bytes() == (parts / final).read_bytes()
@@ -299,10 +288,10 @@ def test_transfer_nets_across_engines(tiny, tmp_path):
         assert r.exit_code == 0, r.output
     folder = StudyFolder(root, study)
     for base, transfer in (("half0A", "transfer0A0B_1_2"), ("half0B", "transfer0B0A_1_2")):
-        a, b = net_weights(folder.final_snapshot(base)), net_weights(folder.final_snapshot(transfer))
-        for layer in ("conv1", "conv2"):
-            assert all(np.array_equal(x, y) for x, y in zip(a[layer], b[layer])), (transfer, layer)
-        assert "fc8-new" in b and folder.is_done(transfer)
+        a, b = net_weights(net_state(folder, base).final), net_weights(net_state(folder, transfer).final)
+        for name in ("conv1", "conv2"):
+            assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), (transfer, name)
+        assert "fc8-new" in b and net_state(folder, transfer).done
 
 
 def test_sigint_and_kill9_then_rerun(tiny, tmp_path):
@@ -310,15 +299,13 @@ def test_sigint_and_kill9_then_rerun(tiny, tmp_path):
     root = tmp_path / "results"
     Renderer(study).render_all([study.net("half0B")], root, data)
     d = StudyFolder(root, study).net("half0B")
-    (d.solver).write_text(d.solver.read_text().replace("snapshot: 20", "snapshot: 5"))
+    set_fields(d.solver, snapshot=5)
     env = dict(os.environ, TF_STUDY=str(root / "tf-study.yaml"))
     cmd = [sys.executable, "-m", "transferfeat.cli", "train", "half0B", "--root", str(root), "--engine", "torch"]
     for how in ("SIGINT", "kill -9"):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         before = len(d.solverstates())
-        deadline = time.time() + 120
-        while len(d.solverstates()) <= before and time.time() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(d.solverstates()) > before, 120, "a new snapshot")
         if how == "SIGINT":
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=120)
@@ -326,12 +313,10 @@ def test_sigint_and_kill9_then_rerun(tiny, tmp_path):
         else:
             proc.kill()                                    # the trainer gets SIGINT (parent-death signal)
             proc.wait()
-            from transferfeat.training import Lock
-            deadline = time.time() + 60
-            while (Lock(d).held_elsewhere() or "Optimization stopped early" not in d.logs()[-1].read_text()) \
-                    and time.time() < deadline:
-                time.sleep(0.1)                            # the orphaned trainer snapshots, stops, lets go
-        assert not StudyFolder(root, study).is_done("half0B")
+            from transferfeat.state import Lock
+            wait_for(lambda: not Lock(d).held_elsewhere() and "Optimization stopped early" in d.logs()[-1].read_text(),
+                     60, "the orphaned trainer to snapshot, stop and let go")
+        assert not net_state(StudyFolder(root, study), "half0B").done
     r = tf("train", "half0B", "--root", root, "--engine", "torch")
     assert r.exit_code == 0 and "resuming from iteration" in r.output, r.output
     log = parse_files(d.logs())
@@ -343,7 +328,8 @@ def test_image_data_layer_matches_caffe(tiny, tmp_path, caffe_bin):
     study, data, tmp = tiny
     d = Renderer(study, image_data=True).render(study.net("half0A"), tmp_path / "results", data_root=data,
                                                  images=tmp / "synth")
-    edit(d / "imagenet_val.prototxt", (r"new_height: 32", "new_height: 40"), (r"new_width: 32", "new_width: 40"))
+    edit_prototxt(d / "imagenet_val.prototxt",
+                  lambda msg: msg["layer"][0].one("image_data_param").update(new_height=[40], new_width=[40]))
     mean = read_blob(data / "half0A_train" / "mean.binaryproto").array()[0]
     write_mean(np.pad(mean, ((0, 0), (4, 4), (4, 4)), mode="edge"), tmp_path / "mean40.binaryproto")
     (d / "imagenet_mean.binaryproto").unlink()
@@ -365,7 +351,7 @@ def test_logs_have_caffes_events_and_seeded_runs_repeat(tiny, tmp_path, caffe_bi
         text = StudyFolder(root, study).net("half0A").logs()[-1].read_text()
         events[name] = re.findall(r"\] (Iteration \d+, Testing net|Iteration \d+, lr|Snapshotting to binary proto file "
                                   r"\S+|Iteration \d+, loss|Optimization Done)", text)
-        finals.append(StudyFolder(root, study).final_snapshot("half0A").read_bytes())
+        finals.append(net_state(StudyFolder(root, study), "half0A").final.read_bytes())
     assert events["caffe"] == events["torch1"] == events["torch2"] and len(events["caffe"]) > 20
     assert finals[1] == finals[2]
 
@@ -378,7 +364,7 @@ def test_clear_errors(tiny, tmp_path, monkeypatch):
     assert r.exit_code == 1 and "a 2014 (V0) prototxt" in r.output and "--dialect caffe1" in r.output
     root = tmp_path / "c1"
     Renderer(study).render_all([study.net("half0A")], root, data)
-    edit(root / "half0A" / "imagenet_train.prototxt", (r'type: "LRN"', 'type: "PReLU"'))
+    edit_prototxt(root / "half0A" / "imagenet_train.prototxt", lambda msg: layer(msg, "norm1").update(type=["PReLU"]))
     r = tf("train", "half0A", "--root", root, "--engine", "torch")
     assert r.exit_code == 1 and "imagenet_train.prototxt: line" in r.output and "'norm1' has type 'PReLU'" in r.output
     monkeypatch.setitem(sys.modules, "torch", None)

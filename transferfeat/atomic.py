@@ -1,6 +1,7 @@
 """Atomic file output: write a temporary sibling, then rename, so an existing file is a complete one."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +41,17 @@ def symlink(target: str, path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, path)
+
+
+def write_json(path, data) -> None:
+    """``data`` as JSON (no NaN or Infinity: not JSON), written atomically."""
+    write_text(path, json.dumps(data, indent=1, allow_nan=False))
+
+
+def read_json(path) -> dict:
+    """A JSON object written by ``write_json``; {} when missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}

@@ -29,7 +29,7 @@ from .locks import FileLock
 from .splits import read_list
 
 COMMIT_EVERY = 1000
-REPORT = "tf-report.json"
+BUILD_REPORT = "tf-report.json"
 
 
 # --------------------------------------------------------------------------- decoding
@@ -57,7 +57,11 @@ def _work(job):
 
 def decode_datum(value) -> np.ndarray:
     """A record's pixels as (channels, height, width) uint8, decoding encoded records."""
-    d = Datum.from_bytes(value)
+    return datum_image(Datum.from_bytes(value))
+
+
+def datum_image(d: Datum) -> np.ndarray:
+    """A Datum's pixels as (channels, height, width) uint8, decoded by OpenCV when encoded."""
     if d.encoded:
         return images.decode(d.data).transpose(2, 0, 1)
     return d.image()
@@ -148,7 +152,7 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
                         f"{skipped[0][1]}: {skipped[0][2]}")
         report = {"list": str(list_file), "images": str(images), "written": written, "skipped": [
             {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params}
-        atomic.write_text(partial / REPORT, json.dumps(report, indent=1))
+        atomic.write_text(partial / BUILD_REPORT, json.dumps(report, indent=1))
         os.replace(partial, out)
         progress_file.unlink(missing_ok=True)
     return BuildResult(out, written, skipped, start)
@@ -282,26 +286,50 @@ def _put_all(env, items):
 
 # --------------------------------------------------------------------------- reading
 
-def iter_db(path):
-    """(key, value) of every record of an LMDB, in key order."""
+def check_db(path) -> Path:
+    """``path`` if it is an LMDB database, else an error saying what it is not."""
     path = Path(path)
     if not (path / "data.mdb").is_file():
         raise Error(f"{path} is not an LMDB database (no data.mdb)")
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    return path
+
+
+_OPEN: dict = {}          # database folder -> ((device, inode) of it and of its data.mdb, read-only handle)
+
+
+def _identity(path: Path):
     try:
-        with env.begin() as txn:
-            for k, v in txn.cursor():
-                yield bytes(k), bytes(v)
-    finally:
-        env.close()
+        return tuple((s.st_dev, s.st_ino) for s in (path.stat(), (path / "data.mdb").stat()))
+    except OSError:
+        return None
+
+
+def open_db(path):
+    """A read-only handle on an LMDB database, one per database and process (LMDB refuses a second
+    one in the same process), shared by every reader here. Handles on databases since removed or
+    rebuilt are closed first (LMDB would take a new one at a reused inode for the old)."""
+    path = check_db(path).resolve()
+    for known, (ident, env) in list(_OPEN.items()):
+        if _identity(known) != ident:
+            env.close()
+            del _OPEN[known]
+    if path not in _OPEN:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=126)
+        _OPEN[path] = (_identity(path), env)
+    return _OPEN[path][1]
+
+
+def iter_db(path):
+    """(key, value) of every record of an LMDB, in key order."""
+    with open_db(path).begin() as txn:
+        for k, v in txn.cursor():
+            yield bytes(k), bytes(v)
 
 
 def compute_mean(db, progress=True) -> np.ndarray:
     """Mean image (channels, height, width) over every record, as compute_image_mean computes it."""
     total, count = None, 0
-    if not (Path(db) / "data.mdb").is_file():
-        raise Error(f"{db} is not an LMDB database (no data.mdb)")
-    n = db_stat(db)["entries"]
+    n = db_stat(check_db(db))["entries"]
     for _, value in tqdm(iter_db(db), total=n, unit="img", desc="mean", disable=not progress):
         img = decode_datum(value)
         if total is None:
@@ -320,11 +348,8 @@ def write_mean(mean: np.ndarray, path) -> None:
 
 
 def db_stat(path) -> dict:
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
-    try:
-        return env.stat()
-    finally:
-        env.close()
+    with open_db(path).begin() as txn:
+        return txn.stat()
 
 
 def inspect_db(path, first: int = 5) -> dict:
@@ -337,7 +362,7 @@ def inspect_db(path, first: int = 5) -> dict:
             encoded = bool(d.encoded)
             shape = list(decode_datum(v).shape)
         labels[d.label] = labels.get(d.label, 0) + 1
-    report = path / REPORT
+    report = path / BUILD_REPORT
     skipped = len(json.loads(report.read_text())["skipped"]) if report.is_file() else None
     return {"kind": "lmdb", "path": str(path), "records": sum(labels.values()), "first_keys": keys,
             "image_shape": shape, "encoded": encoded, "labels": dict(sorted(labels.items())), "skipped": skipped}

@@ -1,4 +1,5 @@
-"""The miniature study end to end: synth -> split -> db -> mean -> render -> run -> results -> figures."""
+"""The miniature study end to end: synth -> split -> db -> mean -> render -> run -> results ->
+figures -> report."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,11 @@ from .errors import Error
 from .folder import DatasetFolder, StudyFolder
 from .plots import plot_all
 from .render import Renderer
+from .report import write as write_report
 from .results import parse_root, summarize
 from .schedulers.local import Pool
 from .splits import make_splits
+from .state import status_rows
 from .study import Net, Study
 from .synth import synthesize
 
@@ -67,20 +70,35 @@ def demo(out, engine: Engine, patterns=None, study: Study = None, parallel: int 
     if summary.failed or summary.interrupted:
         raise Error(f"demo: {len(summary.failed)} failed, {len(summary.interrupted)} interrupted: "
                     f"{', '.join(list(summary.failed) + summary.interrupted)}; run it again to resume")
-    result = summarize(study, parse_root(study, results))
-    for p in plot_all(study, result, out / "figures", labels=(f"{out.name}/results", "other")):
+    logs = parse_root(study, results)
+    result = summarize(study, logs)
+    label = f"{out.name}/results"
+    for p in plot_all(study, result, out / "figures", labels=(label, "other")):
         echo(f"wrote {p}")
+    size = write_report(folder, result, logs, status_rows(folder, nets, logs), out / "report.html", labels=(label, "other"))
+    echo(f"wrote {out / 'report.html'} ({size / 1024:.0f} KB)")
     return result
 
 
-def report(study: Study, summary: dict, out: Path, seconds: float) -> list[str]:
-    """The demo's closing lines: the base nets against chance, and where everything is."""
-    base = [m["top1_top10_mean"] for n, m in summary["nets"].items() if not study.net(n).base
-            and study.net(n).series == "baseB"]
-    lines = []
-    if base:
-        chance = 1 / min(m["classes"] for m in summary["nets"].values())
-        lines.append(f"base nets: top-1 {min(base):.3f}..{max(base):.3f} "
-                     f"({min(base) / chance:.1f}x chance {chance:.3f})")
-    lines.append(f"demo finished in {seconds:.0f}s: results in {out / 'results'}, figures in {out / 'figures'}")
+def closing_lines(study: Study, summary: dict, out: Path, seconds: float, engine: str) -> list[str]:
+    """The demo's three closing lines: what was trained, what the result shows, where to look."""
+    s, nets = summary["series"], summary["nets"]
+    minutes, secs = divmod(round(seconds), 60)
+    lines = [f"trained: {len(nets)} nets of the {study.config.name} study ({study.config.datasets.classes} synthetic "
+             f"classes split into halves A and B) with {engine} on this machine's CPU, in {minutes} min {secs} s"]
+    base = s.get("baseB", {}).get("0")
+    anb, plus = s.get("transfer_AnB", {}), s.get("transfer_AnB_plus", {})
+    if base is not None and anb:
+        first, last = min(anb, key=float), max(anb, key=float)
+        verdict = (f"falls from {anb[first]:.3f} at n = {first} to {anb[last]:.3f} at n = {last}"
+                   if anb[last] < anb[first] - 0.03 else f"stays at {min(anb.values()):.3f}–{max(anb.values()):.3f}")
+        text = (f"shows: a net on half B whose layers 1..n were copied from half A's net and frozen (transfer AnB) "
+                f"{verdict}, against {base:.3f} for the base nets")
+        if plus:
+            text += (f"; fine-tuning those layers (AnB+) keeps it at {min(plus.values()):.3f}–{max(plus.values()):.3f}")
+        lines.append(text + " (the paper's Figure 2: features grow specific with depth, fine-tuning recovers them)")
+    elif base is not None:
+        lines.append(f"shows: the base nets reach top-1 {base:.3f} (chance: {1 / study.config.datasets.classes:.3f})")
+    lines.append(f"see: the figures in {out / 'figures'} (fig2_top.png every net, fig2_bottom_annotated.png the means) "
+                 f"and the report {out / 'report.html'} (open it in a browser)")
     return lines

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import shutil
 
+from . import engines
 from .engines import Engine
 from .engines.caffe import gpus
 from .results import cache_dir
 
 
 def diagnose(engine: Engine) -> dict:
-    from .engines.pytorch import TorchEngine
+    """What ``engine`` (and every other engine, for when it is asked for) will use and lacks."""
     info, missing = engine.doctor()
-    torch_info, torch_missing = TorchEngine().doctor()
-    info.update(torch_info)
-    missing += [dict(m, why=m["why"] + " (only --engine torch needs it)") for m in torch_missing]
+    for name in engines.names():
+        if name != engine.name:
+            other, lacking = engines.get(name).doctor()
+            info.update(other)
+            missing += [dict(m, why=m["why"] + f" (only --engine {name} needs it)") for m in lacking]
     sbatch = shutil.which("sbatch")
     if not sbatch:
         missing.append({"what": "slurm", "why": "sbatch not found (only `tf submit` needs it)",

@@ -94,6 +94,7 @@ class Family:
     paper: bool = True          # its nets are among the paper's 163
     series: tuple = ()          # figure series its nets belong to, in legend order
     needs: tuple = ()           # families whose nets are its base nets
+    axis: str = "n"             # what its nets' x is: n, the layers copied or frozen (or, e.g., images per class)
 
     def __init__(self, cfg, study):
         self.cfg, self.study = cfg, study
@@ -231,7 +232,7 @@ class Netbase(Family):
 @register
 class Reduced(Family):
     """Nets on the first N training images of each class: ``reduced-{NNNN}``."""
-    key, config, series = "reduced", ReducedOptions, ("reduced",)
+    key, config, series, axis = "reduced", ReducedOptions, ("reduced",), "images per class"
 
     def check(self):
         if self.cfg.solver not in self.study.config.solvers:

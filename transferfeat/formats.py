@@ -35,5 +35,24 @@ def as_json(data) -> str:
     return json.dumps(data, indent=1)
 
 
-def series_rows(series: dict) -> list[list]:
-    return [[s, " ".join(f"{x}:{v:.3f}" for x, v in pts.items())] for s, pts in series.items()]
+SERIES_LABELS = {"baseB": "baseB (base nets)", "selffer_BnB": "selffer BnB", "selffer_BnB_plus": "selffer BnB+ (fine-tuned)",
+                 "transfer_AnB": "transfer AnB", "transfer_AnB_plus": "transfer AnB+ (fine-tuned)",
+                 "natman_to_natural": "man-made -> natural", "natman_to_manmade": "natural -> man-made",
+                 "random_frozen": "random frozen layers", "reduced": "reduced data"}
+
+
+def series_tables(study, series: dict) -> str:
+    """The paper's series as tables, one per axis (n, the layers copied; images per class, …): a row
+    per series, a column per x, each cell the mean over its nets of each net's top-1 (the mean of its
+    10 best tests)."""
+    axes = {}
+    for s, pts in series.items():
+        axes.setdefault(study.axis(s), {})[s] = pts
+    out = []
+    for axis, rows in axes.items():
+        xs = sorted({x for pts in rows.values() for x in pts}, key=float)
+        head = f"top-1 accuracy by {axis}" + (" (the layers copied or frozen)" if axis == "n" else "")
+        out.append(head + "; a cell is the mean over its nets of each net's mean of its 10 best tests\n"
+                   + table([[SERIES_LABELS.get(s, s)] + [cell(pts.get(x), 3) for x in xs] for s, pts in rows.items()],
+                           ["series"] + [f"{axis.split()[0]}={x}" if axis == "n" else str(x) for x in xs]))
+    return "\n\n".join(out)

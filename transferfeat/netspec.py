@@ -2,20 +2,25 @@
 shapes of every blob and every learnable parameter, inferred as Caffe's Reshape methods do; and the
 solver, with Caffe's learning-rate policies.
 
-Used to check that a snapshot holds the net it claims to (every learnable layer, every shape), by
-`tf test` and the report, and by engines that build the net from its prototxt.
+What each layer type is and which fields tf honours come from the layer table (layers.py). Read
+strictly (the torch engine, which runs the net), a layer type, field or value the table does not
+list is an error naming the file, line and field; read leniently (checking the snapshots of a net
+Caffe runs), unknown layers are taken to keep their input's shape and hold no parameters.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .errors import Error
+from .layers import COMMON, TABLE, Field, Kind, ShapeError, check, enum, flag, real, uint
 from .prototxt import Message, parse
 
-SUPPORTED = ("Data", "ImageData", "Convolution", "ReLU", "Pooling", "LRN", "InnerProduct", "Dropout",
-             "SoftmaxWithLoss", "Softmax", "Accuracy")
+
+class NetError(Error):
+    """A prototxt that Caffe would refuse (or that tf cannot run)."""
 
 
 @dataclass
@@ -26,12 +31,25 @@ class Layer:
     tops: list
     msg: Message                      # the whole layer message
     line: int
+    kind: Optional[Kind] = None       # its row of the layer table (None: a type tf does not run)
     params: list = field(default_factory=list)        # learnable blob shapes, in Caffe's order
     lr_mult: list = field(default_factory=list)       # per learnable blob (default 1)
     decay_mult: list = field(default_factory=list)
 
-    def block(self, name: str) -> Message:
-        return self.msg.one(name) or Message()
+    def block(self, name: str = None) -> Message:
+        """A parameter message of the layer (default: its type's own block), empty when absent."""
+        name = name or (self.kind.block if self.kind else None)
+        return (self.msg.one(name) if name else None) or Message()
+
+    def param(self, key: str):
+        """A field of the layer's own parameter block, or the table's default for it."""
+        default = self.kind.fields[key].default if self.kind and key in self.kind.fields else None
+        return self.block().one(key, default)
+
+    def transform(self, key: str):
+        """A field of a data layer's transform_param, or its default."""
+        default = self.kind.extra["transform_param"].fields[key].default
+        return self.block("transform_param").one(key, default)
 
 
 @dataclass
@@ -40,22 +58,32 @@ class NetSpec:
     name: str
     layers: list
     shapes: dict                      # blob name -> shape after Reshape
+    data_shape: Optional[tuple] = None
 
     @property
     def learnable(self) -> dict:
         """Layer name -> its parameter blob shapes, for layers that have any, in net order."""
         return {l.name: l.params for l in self.layers if l.params}
 
+    def record_shape(self, layer: Layer) -> tuple:
+        """(C, H, W) of a data layer's records: as given, else the mean file's shape (a full-size
+        mean image), else 3 x 256 x 256."""
+        from .caffeproto import read_blob
+        if self.data_shape:
+            return tuple(self.data_shape)
+        mean = layer.block("transform_param").one("mean_file")
+        if mean and (self.path.parent / mean).is_file():
+            return tuple(read_blob(self.path.parent / mean).dims[-3:])
+        return (3, 256, 256)
 
-class NetError(Error):
-    """A prototxt that Caffe would refuse (or that tf cannot run)."""
+
+NET_FIELDS = {"name": Field("string", ""), "layer": Field("message", repeated=True)}
 
 
 def read(path, phase: str = "TRAIN", data_shape=None, strict: bool = True) -> NetSpec:
     """Parse ``path`` and infer every shape. ``data_shape`` (C, H, W) of the data layer's records
-    when it has no crop (default: the mean file's shape beside the prototxt). ``strict``: a layer type
-    tf cannot run is an error; otherwise it is taken to keep its input's shape and hold no parameters
-    (enough to check the snapshots of a net Caffe runs)."""
+    when it has no crop (default: the mean file's shape beside the prototxt). ``strict``: every
+    layer type, field and value must be one tf honours (the layer table)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -65,92 +93,67 @@ def read(path, phase: str = "TRAIN", data_shape=None, strict: bool = True) -> Ne
     if "layers" in msg and "layer" not in msg:
         raise NetError(f"{path}: a 2014 (V0) prototxt; render the net in Caffe 1.0 syntax: "
                        f"tf render NET --dialect caffe1")
+    if strict:
+        _check(lambda: check(_top(msg), NET_FIELDS), str(path))
     layers = []
     for m in msg.all("layer"):
         include = [i.one("phase") for i in m.all("include")]
         if include and phase not in include:
             continue
-        layer = Layer(m.one("name", ""), m.one("type", ""), m.all("bottom"), m.all("top"), m, m.line)
-        if layer.type not in SUPPORTED and strict:
-            raise NetError(f"{path}: line {m.line}: layer {layer.name!r} has type {layer.type!r}, which tf cannot "
-                           f"run (supported: {', '.join(SUPPORTED)})")
+        layer = Layer(m.one("name", ""), m.one("type", ""), m.all("bottom"), m.all("top"), m, m.line,
+                      TABLE.get(m.one("type", "")))
+        where = f"{path}: line {m.line}: layer {_name(layer.name)}"
+        if strict:
+            if layer.kind is None:
+                raise NetError(f"{where} has type {_name(layer.type)}, which tf cannot run "
+                               f"(supported: {', '.join(TABLE)})")
+            allowed = {**COMMON, **layer.kind.extra}
+            if layer.kind.block:
+                allowed[layer.kind.block] = Field("message", fields=layer.kind.fields)
+            _check(lambda: check(m, allowed), f"{path}", f" (layer {_name(layer.name)})")
         specs = m.all("param")
         layer.lr_mult = [p.one("lr_mult", 1.0) for p in specs]
         layer.decay_mult = [p.one("decay_mult", 1.0) for p in specs]
         layers.append(layer)
-    spec = NetSpec(path, msg.one("name", ""), layers, {})
-    _infer(spec, data_shape)
+    spec = NetSpec(path, msg.one("name", ""), layers, {}, data_shape)
+    _infer(spec)
     return spec
 
 
-def _out(size: int, kernel: int, pad: int, stride: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
-
-
-def pool_out(size: int, kernel: int, pad: int, stride: int) -> int:
-    """Caffe's pooling output size: ceil, then one less if the last window starts in the padding."""
-    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
+def _top(msg: Message) -> Message:
+    out = Message({k: v for k, v in msg.items() if k != "layer"})
+    out.lines = msg.lines
     return out
 
 
-def _hw(p: Message, key: str, default=None):
-    """A square-or-separate spatial parameter: kernel_size or kernel_h/kernel_w, and the like."""
-    both = p.one(f"{key}_size" if key == "kernel" else key)
-    if both is not None:
-        return both, both
-    h, w = p.one(f"{key}_h"), p.one(f"{key}_w")
-    if h is None and w is None:
-        return default, default
-    return h, w
+def _check(fn, where: str, suffix: str = "") -> None:
+    try:
+        fn()
+    except ValueError as e:
+        raise NetError(f"{where}: {e}{suffix}") from None
 
 
-def _infer(spec: NetSpec, data_shape) -> None:
+def _name(text: str, limit: int = 60) -> str:
+    text = repr(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _infer(spec: NetSpec) -> None:
     shapes = spec.shapes
     for l in spec.layers:
-        where = f"{spec.path}: line {l.line}: layer {l.name!r}"
+        where = f"{spec.path}: line {l.line}: layer {_name(l.name)}"
         try:
             ins = [shapes[b] for b in l.bottoms]
         except KeyError as e:
-            raise NetError(f"{where}: unknown bottom blob {e.args[0]!r}") from None
-        t = l.type
-        if t in ("Data", "ImageData"):
-            p = l.block("data_param" if t == "Data" else "image_data_param")
-            tp = l.block("transform_param")
-            batch = p.one("batch_size", 1)
-            c, h, w = data_shape or _record_shape(spec.path.parent, l)
-            if t == "ImageData" and p.one("new_height"):
-                h, w = p.one("new_height"), p.one("new_width")
-            crop = tp.one("crop_size", 0)
-            shape = (batch, c, crop or h, crop or w)
-            outs = [shape, (batch,)]
-        elif t == "Convolution":
-            p = l.block("convolution_param")
-            n, group = p.one("num_output"), p.one("group", 1)
-            (kh, kw), (ph, pw), (sh, sw) = _hw(p, "kernel"), _hw(p, "pad", 0), _hw(p, "stride", 1)
-            if p.all("pad") and len(p.all("pad")) == 1:
-                ph = pw = p.one("pad")
-            if n is None or kh is None or ins[0][1] % group or n % group:
-                raise NetError(f"{where}: needs num_output and kernel_size, and channels divisible by group")
-            l.params = [(n, ins[0][1] // group, kh, kw)] + ([(n,)] if p.one("bias_term", True) else [])
-            outs = [(ins[0][0], n, _out(ins[0][2], kh, ph, sh), _out(ins[0][3], kw, pw, sw))]
-        elif t == "Pooling":
-            p = l.block("pooling_param")
-            (kh, kw), (ph, pw), (sh, sw) = _hw(p, "kernel"), _hw(p, "pad", 0), _hw(p, "stride", 1)
-            if p.one("global_pooling"):
-                kh, kw = ins[0][2], ins[0][3]
-            outs = [(*ins[0][:2], pool_out(ins[0][2], kh, ph, sh), pool_out(ins[0][3], kw, pw, sw))]
-        elif t == "InnerProduct":
-            p = l.block("inner_product_param")
-            n = p.one("num_output")
-            k = math.prod(ins[0][1:])
-            l.params = [(n, k)] + ([(n,)] if p.one("bias_term", True) else [])
-            outs = [(ins[0][0], n)]
-        elif t in ("SoftmaxWithLoss", "Accuracy"):
-            outs = [()] * len(l.tops)
-        else:                                         # ReLU, LRN, Dropout, Softmax (and, not strict, the rest)
-            outs = [ins[0] if ins else ()] * len(l.tops)
+            raise NetError(f"{where}: unknown bottom blob {_name(e.args[0])}") from None
+        try:
+            if l.kind is None:
+                outs, params = [ins[0] if ins else ()] * len(l.tops), []
+            else:
+                outs, params = l.kind.infer(spec, l, ins)
+        except ShapeError as e:
+            raise NetError(f"{where}: {e}") from None
+        l.params = params
         if l.params and l.lr_mult and len(l.lr_mult) != len(l.params):
             raise NetError(f"{where}: {len(l.lr_mult)} param blocks for {len(l.params)} parameter blobs")
         l.lr_mult = l.lr_mult or [1.0] * len(l.params)
@@ -159,31 +162,35 @@ def _infer(spec: NetSpec, data_shape) -> None:
             shapes[top] = shape
 
 
-def _record_shape(folder: Path, layer: Layer) -> tuple:
-    """(C, H, W) of the data: the mean file's shape (a full-size mean image), else 3 x 256 x 256."""
-    from .caffeproto import read_blob
-    mean = layer.block("transform_param").one("mean_file")
-    if mean and (folder / mean).is_file():
-        dims = read_blob(folder / mean).dims
-        return tuple(dims[-3:])
-    return (3, 256, 256)
+# --------------------------------------------------------------------------- the solver
+
+SOLVER_FIELDS = {
+    "train_net": Field("string", ""), "test_net": Field("string", repeated=True),
+    "test_iter": Field("uint", repeated=True), "test_interval": uint(0), "test_initialization": flag(True),
+    "base_lr": real(0.01), "lr_policy": Field("string", "fixed", ("fixed", "step", "multistep", "exp", "inv", "poly",
+                                                                   "sigmoid")),
+    "gamma": real(0.0), "power": real(0.0), "stepsize": uint(0), "stepvalue": Field("uint", repeated=True),
+    "display": uint(0), "average_loss": uint(1), "max_iter": uint(0), "momentum": real(0.0),
+    "weight_decay": real(0.0), "regularization_type": Field("string", "L2", ("L2",)), "snapshot": uint(0),
+    "snapshot_prefix": Field("string", ""), "snapshot_after_train": flag(True), "random_seed": Field("int", -1),
+    "iter_size": uint(1), "solver_mode": enum("CPU", "GPU", default="GPU"), "type": Field("string", "SGD", ("SGD",)),
+}
 
 
-SOLVER_DEFAULTS = dict(test_iter=[0], test_interval=0, test_initialization=True, base_lr=0.01, lr_policy="fixed",
-                       gamma=0.0, power=0.0, stepsize=0, stepvalue=[], display=0, average_loss=1, max_iter=0,
-                       momentum=0.0, weight_decay=0.0, snapshot=0, snapshot_prefix="", snapshot_after_train=True,
-                       random_seed=-1, iter_size=1, train_net="", test_net=[], regularization_type="L2")
-
-
-def read_solver(path) -> dict:
+def read_solver(path, strict: bool = False) -> dict:
+    """The solver's settings (Caffe's defaults filled in). ``strict``: every field must be one tf
+    honours (the torch engine, which runs it)."""
     path = Path(path)
     try:
         msg = parse(path.read_bytes().decode("utf-8"), str(path))
     except UnicodeDecodeError:
         raise Error(f"{path}: not UTF-8 text") from None
+    if strict:
+        _check(lambda: check(msg, SOLVER_FIELDS), str(path))
     out = {}
-    for key, default in SOLVER_DEFAULTS.items():
-        out[key] = msg.all(key) if isinstance(default, list) else msg.one(key, default)
+    for key, f in SOLVER_FIELDS.items():
+        out[key] = msg.all(key) if f.repeated else msg.one(key, f.default)
+    out["test_iter"] = out["test_iter"] or [0]
     if not out["train_net"]:
         raise Error(f"{path}: no train_net (tf's engines run solvers with train_net and test_net files)")
     if out["regularization_type"] != "L2":

@@ -1,7 +1,7 @@
 """The one planning function (which nets to train, in which order, each after which net), and
 schedule estimates for the study's dependency DAG on N GPUs.
 
-``schedule`` serves every scheduler (the local pool, SLURM). The estimates compare two policies:
+``schedule`` serves every scheduler (the local pool, SLURM), from the nets' states (state.py). The estimates compare two policies:
 per-net dependencies (a transfer net starts as soon as its own base net is done) and the original
 README's block barriers (all of block one, then all of block two).
 """
@@ -21,21 +21,22 @@ class Plan:
     blocked: dict = field(default_factory=dict)     # net name -> (its base net, why)
 
 
-def schedule(folder, nets: list[Net], elsewhere=frozenset()) -> Plan:
-    """Plan ``nets`` in results folder ``folder`` (a StudyFolder). A net waits for its base net when
-    that is selected or in ``elsewhere`` (being trained by something else: queued jobs, another
-    pool) and not done; it is blocked when its base is none of these, or blocked itself."""
-    study = folder.study
+def schedule(study: Study, nets: list[Net], found: dict, queued=frozenset()) -> Plan:
+    """Plan ``nets`` from their states ``found`` (state.states: the nets and their base nets). A net
+    waits for its base net when that is selected, being trained by something else (a running state,
+    or ``queued`` as a job) and not done; it is blocked when its base is none of these, or blocked
+    itself. A net that resumes from its own snapshot needs no base."""
+    elsewhere = {n for n, s in found.items() if s.kind == "running"} | set(queued)
     selected = {n.name for n in nets}
     plan = Plan()
     for net in study.with_bases(nets):                  # catalog order: bases before dependants
         if net.name not in selected:
             continue
-        if folder.is_done(net.name):
+        if found[net.name].done:
             plan.done.append(net.name)
             continue
         base = net.base
-        if base is None or folder.is_done(base):
+        if base is None or found[base].done or found[net.name].resumes_at is not None:
             plan.after[net.name] = None
         elif base in plan.blocked:
             plan.blocked[net.name] = (base, "blocked")

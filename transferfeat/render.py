@@ -15,6 +15,7 @@ import yaml
 from . import atomic
 from .errors import Error
 from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolder, StudyFolder, relpath
+from .layers import STUDY, STUDY_FIELDS, TABLE
 from .resources import templates_dir
 from .study import Net, Study
 
@@ -26,6 +27,7 @@ DIALECTS = {
 LR_MULT, DECAY_MULT = (1.0, 2.0), (1.0, 0.0)   # weights, biases (CaffeNet's convention)
 FROZEN = (0.0, 0.0)
 NEW = "-new"
+OTHER_TYPES = {"data": "Data", "softmax_loss": "SoftmaxWithLoss", "softmax": "Softmax", "accuracy": "Accuracy"}
 
 
 def num(value, trailing_dot=1):
@@ -45,13 +47,23 @@ def num(value, trailing_dot=1):
 @dataclass
 class LayerContext:
     name: str
-    type: str
+    type: str                                   # the study's type (conv, …), or data/softmax_loss/softmax/accuracy
     params: list = field(default_factory=list)
     bottoms: list = field(default_factory=list)
     tops: list = field(default_factory=list)
     filler: dict = None
     lr_mult: tuple = ()
     decay_mult: tuple = ()
+
+    @property
+    def kind(self):
+        """The layer's row of the layer table (its Caffe 1.0 type and parameter block)."""
+        return STUDY.get(self.type) or TABLE[OTHER_TYPES[self.type]]
+
+    @property
+    def fields(self) -> list:
+        """(Caffe 1.0 field name, value) of the layer's parameter block."""
+        return [(STUDY_FIELDS.get(k, k), v) for k, v in self.params]
 
 
 @dataclass

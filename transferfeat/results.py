@@ -114,9 +114,9 @@ def summarize(study: Study, logs: dict) -> dict:
     return {"nets": nets, "series": series, "missing": missing}
 
 
-def report(study: Study, summary: dict, fmt: str = "table", other: dict = None, labels=("mine", "other")) -> str:
+def text(study: Study, summary: dict, fmt: str = "table", other: dict = None, labels=("mine", "other")) -> str:
     """``tf results``: per-net metrics (and the series, in a table), or the series against ``other``."""
-    from .formats import as_json, cell, rows_as, series_rows, table
+    from .formats import as_json, cell, rows_as, series_tables
     if other is not None:
         rows = compare(study, summary, other)
         if fmt == "json":
@@ -127,7 +127,7 @@ def report(study: Study, summary: dict, fmt: str = "table", other: dict = None, 
     text = rows_as(fmt, [[name] + [cell(m[c]) for c in COLUMNS] for name, m in summary["nets"].items()], ["net"] + COLUMNS)
     if fmt != "table":
         return text
-    text += "\n\n" + table(series_rows(summary["series"]), ["series", "x:mean top-1 (mean of 10 best tests)"])
+    text += "\n\n" + series_tables(study, summary["series"])
     if summary["missing"]:
         text += f"\n\n{len(summary['missing'])} nets without logs: {' '.join(summary['missing'])}"
     return text

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .caffeproto import ProtoError, SolverState, read_net
 from .errors import Error
-from .folder import NetFolder
+from .folder import Listing, NetFolder
 from .netspec import read as read_netspec
 
 
@@ -23,9 +24,9 @@ class SnapshotError(Error):
     """A snapshot that is cut, incomplete or not of this net."""
 
 
-def expected(folder: NetFolder) -> dict:
+def expected(netdir: NetFolder) -> dict:
     """Learnable layer name -> blob shapes, from the net's train prototxt."""
-    return read_netspec(folder.train_prototxt, strict=False).learnable
+    return read_netspec(netdir.train_prototxt, strict=False).learnable
 
 
 def _same(shape, dims) -> bool:
@@ -51,7 +52,7 @@ def check_caffemodel(path: Path, learnable: dict) -> None:
                                     f"the net's is {shape}")
 
 
-def read_state(path: Path) -> SolverState:
+def read_solverstate(path: Path) -> SolverState:
     try:
         return SolverState.from_bytes(Path(path).read_bytes())
     except (ProtoError, OSError) as e:
@@ -59,7 +60,7 @@ def read_state(path: Path) -> SolverState:
 
 
 def check_solverstate(path: Path, learnable: dict, iteration: int) -> SolverState:
-    state = read_state(path)
+    state = read_solverstate(path)
     shapes = [s for blobs in learnable.values() for s in blobs]
     if state.iter != iteration:
         raise SnapshotError(f"{path}: holds iteration {state.iter}, its name says {iteration}")
@@ -71,13 +72,15 @@ def check_solverstate(path: Path, learnable: dict, iteration: int) -> SolverStat
     return state
 
 
-def check_pair(folder: NetFolder, iteration: int, learnable: dict = None, weights_only: bool = False):
+def check_pair(netdir: NetFolder, iteration: int, learnable: dict = None, weights_only: bool = False,
+               listing: Listing = None):
     """The (caffemodel, solverstate) of ``iteration``, both checked whole; SnapshotError otherwise.
     ``weights_only``: a caffemodel without a solverstate will do (weights trained elsewhere, 2014's)."""
-    learnable = expected(folder) if learnable is None else learnable
-    model, state = folder.snapshots().get(iteration), folder.solverstates().get(iteration)
+    learnable = expected(netdir) if learnable is None else learnable
+    listing = listing or netdir.scan()
+    model, state = listing.snapshots.get(iteration), listing.solverstates.get(iteration)
     if model is None or (state is None and not weights_only):
-        raise SnapshotError(f"{folder.path}: no {'caffemodel' if model is None else 'solverstate'} "
+        raise SnapshotError(f"{netdir.path}: no {'caffemodel' if model is None else 'solverstate'} "
                             f"for iteration {iteration}")
     check_caffemodel(model, learnable)
     if state is not None:
@@ -85,21 +88,21 @@ def check_pair(folder: NetFolder, iteration: int, learnable: dict = None, weight
     return model, state
 
 
-def resumable(folder: NetFolder, exclude=(), echo=None) -> int:
+def resumable(netdir: NetFolder, listing: Listing, exclude=(), echo=None):
     """The newest iteration whose pair is whole (None: none); each pair passed over is said to ``echo``."""
     learnable = None
-    for it in sorted(folder.solverstates(), reverse=True):
+    for it in sorted(listing.solverstates, reverse=True):
         if it in exclude:
             if echo:
-                echo(f"{folder.name}: passing over the snapshot at iteration {it}: a retry from it crashed")
+                echo(f"{netdir.name}: passing over the snapshot at iteration {it}: a retry from it crashed")
             continue
         try:
-            learnable = expected(folder) if learnable is None else learnable
-            check_pair(folder, it, learnable)
+            learnable = expected(netdir) if learnable is None else learnable
+            check_pair(netdir, it, learnable, listing=listing)
             return it
         except SnapshotError as e:
             if echo:
-                echo(f"{folder.name}: passing over the snapshot at iteration {it}: {e}")
+                echo(f"{netdir.name}: passing over the snapshot at iteration {it}: {e}")
     return None
 
 
@@ -112,23 +115,31 @@ def digest(path: Path) -> dict:
     return {"file": Path(path).name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
 
 
-def record_done(folder: NetFolder, max_iter: int, weights_only: bool = False, **extra) -> dict:
+def read_record(netdir: NetFolder) -> dict:
+    """The net's completion record ({} when there is none)."""
+    return atomic.read_json(netdir.done_record)
+
+
+def record_done(netdir: NetFolder, max_iter: int, weights_only: bool = False, **extra) -> dict:
     """Check the final pair and write the completion record atomically; SnapshotError if not whole."""
-    model, state = check_pair(folder, max_iter, weights_only=weights_only)
+    model, state = check_pair(netdir, max_iter, weights_only=weights_only)
     record = {"iteration": max_iter, "caffemodel": digest(model), "solverstate": state and digest(state),
               "verified": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    folder.write_done(record)
+    atomic.write_json(netdir.done_record, record)
     return record
 
 
-def check_record(folder: NetFolder, max_iter: int, full: bool = False) -> Path:
-    """The final caffemodel the completion record vouches for; SnapshotError if the file changed
-    since (size and time; with ``full``, its digest too)."""
-    record = folder.read_done()
+def check_record(netdir: NetFolder, max_iter: int, record: dict, full: bool = False) -> Path:
+    """The final caffemodel that completion ``record`` vouches for; SnapshotError if there is no
+    record for ``max_iter`` or the file changed since (size and time; with ``full``, its digest too)."""
     if record.get("iteration") != max_iter:
-        raise SnapshotError(f"{folder.path}: no completion record for iteration {max_iter}")
-    want = record["caffemodel"]
-    path = folder.path / want["file"]
+        raise SnapshotError(f"{netdir.path}: no completion record for iteration {max_iter}")
+    try:
+        want = record["caffemodel"]
+        path = netdir.path / Path(want["file"]).name
+        int(want["bytes"]), str(want["sha256"]), int(want["mtime_ns"])
+    except (KeyError, TypeError, ValueError):
+        raise SnapshotError(f"{netdir.done_record}: not a completion record tf wrote") from None
     try:
         st = path.stat()
     except OSError:

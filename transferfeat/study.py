@@ -18,6 +18,7 @@ from typing import Optional, Union
 import yaml
 
 from .families import REGISTRY, WHOLE_TRAIN, WHOLE_VALID, Dataset, Net, StudyError
+from .layers import LEARNABLE as LEARNABLE_TYPES, STUDY as STUDY_KINDS
 from .resources import config_path, data_file
 
 STUDY_ENV = "TF_STUDY"
@@ -26,19 +27,12 @@ __all__ = ["Study", "StudyError", "Net", "Dataset", "Config", "STUDY_ENV"]
 
 # --------------------------------------------------------------------------- config schema
 
-LAYER_KEYS = {
-    "conv": ("num_output", "group", "kernel", "pad", "stride", "weight_std", "bias"),
-    "innerproduct": ("num_output", "weight_std", "bias"),
-    "pool": ("pool", "kernel", "stride"),
-    "lrn": ("local_size", "alpha", "beta"),
-    "relu": (),
-    "dropout": ("dropout_ratio",),
-}
-LEARNABLE = ("conv", "innerproduct")
+LAYER_KEYS = {name: kind.study_keys for name, kind in STUDY_KINDS.items()}    # from the layer table
+LEARNABLE = tuple(name for name, kind in STUDY_KINDS.items() if kind.type in LEARNABLE_TYPES)
 
 
 @dataclass(frozen=True)
-class Layer:
+class ArchLayer:
     """One layer of the architecture; ``params`` keep the order of the study file."""
     name: str
     type: str
@@ -73,15 +67,15 @@ class Input:
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    layers: tuple[Layer, ...]
+    layers: tuple[ArchLayer, ...]
 
     @property
-    def learnable(self) -> tuple[Layer, ...]:
+    def learnable(self) -> tuple[ArchLayer, ...]:
         return tuple(l for l in self.layers if l.learnable)
 
 
 @dataclass(frozen=True)
-class Solver:
+class SolverSettings:
     test_iter: int
     test_interval: int
     base_lr: float
@@ -102,14 +96,14 @@ class Config:
     datasets: Datasets
     input: Input
     architecture: Architecture
-    solvers: dict[str, Solver]
+    solvers: dict[str, SolverSettings]
     families: dict          # family key -> its config dataclass, in registry order (see _families)
 
 
 def _convert(tp, value, path: str):
     """Convert a YAML value to the annotated type ``tp``, naming ``path`` on error."""
     origin = typing.get_origin(tp)
-    if tp is Layer:
+    if tp is ArchLayer:
         return _layer(value, path)
     if dataclasses.is_dataclass(tp):
         return _dataclass(tp, value, path)
@@ -171,7 +165,7 @@ def _dataclass(cls, value, path: str):
     return cls(**kwargs)
 
 
-def _layer(value, path: str) -> Layer:
+def _layer(value, path: str) -> ArchLayer:
     if not isinstance(value, dict):
         raise StudyError(f"{path}: expected a mapping, got {value!r}")
     for key in ("name", "type"):
@@ -188,7 +182,7 @@ def _layer(value, path: str) -> Layer:
             valid = ", ".join(("name", "type") + LAYER_KEYS[kind])
             raise StudyError(f"{_join(path, key)}: unknown key for a {kind} layer (valid keys: {valid})")
         params.append((key, v))
-    return Layer(str(value["name"]), kind, tuple(params))
+    return ArchLayer(str(value["name"]), kind, tuple(params))
 
 
 def _families(value, path: str) -> dict:
@@ -343,6 +337,10 @@ class Study:
     def series(self) -> list[str]:
         """The figure series of the study's families, in legend order."""
         return list(dict.fromkeys(s for fam in self.families for s in fam.series))
+
+    def axis(self, series: str) -> str:
+        """What a series' x is ("n", the layers copied or frozen; "images per class", …)."""
+        return next((fam.axis for fam in self.families if series in fam.series), "n")
 
     # -- nets
     def net(self, name: str) -> Net:

@@ -70,9 +70,6 @@ def engine_of(engine="caffe", precision="fp32", caffe=None):
     return get(engine, caffe=caffe, precision=precision)
 
 
-series_header = ["series", "x:mean top-1 (mean of 10 best tests)"]
-
-
 @command("list")
 @globs_argument
 @fmt_option("table", "json")
@@ -299,10 +296,10 @@ def status(ctx, globs, root, fmt):
     """
     from ..results import parse_root
     from ..schedulers.slurm import job_states
-    from ..training import status as net_status, status_text
+    from ..state import status_rows, status_text
     folder = folder_of(ctx, root, must_exist=True)
     nets = folder.select(()) and folder.select(globs)
-    rows, jobs = net_status(folder, nets, parse_root(folder.study, root)), job_states(folder, nets)
+    rows, jobs = status_rows(folder, nets, parse_root(folder.study, root)), job_states(folder, nets)
     for r in rows:
         r["slurm"] = jobs.get(r["name"])
     click.echo(formats.as_json(rows) if fmt == "json" else status_text(rows))
@@ -324,12 +321,12 @@ def results(ctx, root, fmt, no_cache, compare):
 
     Example: tf results --root results --format markdown
     """
-    from ..results import report
+    from ..results import text
     study, summary = summary_of(ctx, root, not no_cache)
     if not summary["nets"] and not compare and not folder_of(ctx, root).rendered():
         raise Error(f"no rendered net and no logs of study {study.config.name!r} under {root}")
     other = summary_of(ctx, compare, not no_cache)[1] if compare else None
-    click.echo(report(study, summary, fmt, other, (str(root), str(compare))))
+    click.echo(text(study, summary, fmt, other, (str(root), str(compare))))
 
 
 @main.group(invoke_without_command=True)
@@ -403,14 +400,14 @@ def report(ctx, root, out, compare, label, compare_label, no_cache):
     """
     from ..report import write
     from ..results import parse_root, summarize
-    from ..training import status as net_status
+    from ..state import status_rows
     folder = folder_of(ctx, root, must_exist=True)
     logs = parse_root(folder.study, root, use_cache=not no_cache)
     summary = summarize(folder.study, logs)
     if not summary["nets"]:
         raise Error(f"no net of study {folder.study.config.name!r} has logs under {root}")
     other, labels = compared(ctx, folder.study, root, compare, label, compare_label, no_cache)
-    size = write(folder, summary, logs, net_status(folder, list(folder.study.nets.values()), logs), out, other, labels)
+    size = write(folder, summary, logs, status_rows(folder, list(folder.study.nets.values()), logs), out, other, labels)
     click.echo(f"wrote {out} ({size / 1024:.0f} KB)")
 
 
@@ -431,11 +428,11 @@ def doctor(fmt, caffe):
 @engine_options
 def demo(ctx, out, patterns, parallel, engine, precision, caffe):
     """The miniature study end to end on the CPU: data, nets, results, figures.  Example: tf demo --out demo"""
-    from ..demo import demo as run_demo, report
+    from ..demo import closing_lines, demo as run_demo
     study, t0 = Study.load(ctx.find_root().obj["study_path"] or "mini"), time.time()
     summary = run_demo(out, engine_of(engine, precision, caffe), patterns, study, parallel, echo=click.echo)
-    click.echo("\n" + formats.table(formats.series_rows(summary["series"]), series_header))
-    click.echo("\n" + "\n".join(report(study, summary, out, time.time() - t0)))
+    click.echo("\n" + formats.series_tables(study, summary["series"]))
+    click.echo("\n" + "\n".join(closing_lines(study, summary, out, time.time() - t0, engine)))
 
 
 @command()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .. import engines
+from ..engines.torchnet import PRECISIONS
 from ..errors import Error
 
 Dir, File = click.Path(file_okay=False, path_type=Path), click.Path(dir_okay=False, path_type=Path)
@@ -73,9 +75,9 @@ caffe_option = click.option("--caffe", type=File, envvar="TF_CAFFE",
 globs_argument = click.argument("globs", nargs=-1, metavar="[NET|GLOB]...")
 
 
-engine_option = click.option("--engine", type=click.Choice(["caffe", "torch"]), envvar="TF_ENGINE", default="caffe",
+engine_option = click.option("--engine", type=click.Choice(engines.names()), envvar="TF_ENGINE", default="caffe",
                              show_default=True, help="What trains: real Caffe, or PyTorch with Caffe's semantics (env TF_ENGINE).")
-precision_option = click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32",
+precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
                                 show_default=True, help="torch engine: strict fp32 (the default), or TF32/bf16 on GPUs.")
 
 

@@ -1,81 +1,22 @@
-"""Engines: what trains one net. The runner, the local pool and SLURM jobs talk to an Engine; only
-the engine modules know which program does the work and how it is told to.
-
-An engine prepares an attempt (the command line and environment that train a net's folder, from
-scratch, from a base net's weights or resuming a snapshot), starts it, stops it with a snapshot, and
-says what it is (name, version) for the net's records and job scripts.
+"""Engines: what trains one net. The runner, the local pool and SLURM jobs talk to an Engine
+(base.py); only the engine modules know which program does the work and how it is told to. Each
+engine registers itself (``@register``), so the registry is the one list of engines the CLI offers.
 """
 from __future__ import annotations
 
-import signal
-import subprocess
-from dataclasses import dataclass, field
-from typing import Optional
-
 from ..errors import Error
-from ..folder import NetFolder
+from .base import REGISTRY, Engine, Launch, register
+from . import caffe as _caffe, pytorch as _pytorch  # noqa: F401 - each registers its engine
+
+__all__ = ["Engine", "Launch", "register", "names", "get"]
 
 
-@dataclass
-class Launch:
-    """One prepared attempt: run ``argv`` in the net's folder with ``env`` added to the environment."""
-    argv: list
-    env: dict = field(default_factory=dict)
-
-
-class Engine:
-    """Base class; subclasses set ``name`` and implement ``command`` (and may extend the rest)."""
-    name = ""
-    stop_signal = signal.SIGINT           # "snapshot, then stop"
-
-    def command(self, folder: NetFolder, resume: Optional[str], weights: Optional[str], gpu: Optional[int]) -> list:
-        """The command line that trains ``folder`` (resume: a solverstate file name; weights: a path
-        relative to the folder)."""
-        raise NotImplementedError
-
-    def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:
-        """The command line that scores ``weights`` on ``model`` (a TEST net) as `caffe test` does."""
-        raise NotImplementedError
-
-    def prepare(self, folder: NetFolder, resume=None, weights=None, gpu=None, threads=None) -> Launch:
-        env = {"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)} if threads else {}
-        return Launch(self.command(folder, resume, weights, gpu), env)
-
-    def start(self, launch: Launch, folder: NetFolder, log, keep_fds=(), env=None) -> subprocess.Popen:
-        """Start the attempt in its own session, output to ``log``; it gets SIGINT if tf dies."""
-        from .. import procs
-        with open(log, "wb") as out:
-            return subprocess.Popen(launch.argv, cwd=folder.path, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**(env or procs.environ()), **launch.env}, start_new_session=True,
-                                    pass_fds=tuple(keep_fds), preexec_fn=procs.child_setup(self.stop_signal))
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        """Ask the attempt to snapshot and stop."""
-        if proc.poll() is None:
-            proc.send_signal(self.stop_signal)
-
-    def describe(self) -> dict:
-        """What trained an attempt, for the net's records: at least ``engine`` and ``version``."""
-        return {"engine": self.name}
-
-    def job_args(self) -> list:
-        """Options that make ``tf train`` in a job script use this same engine."""
-        return []
-
-    def doctor(self) -> tuple[dict, list]:
-        """(what this engine will use, [{"what", "why", "fix"} for each thing missing])."""
-        return {}, []
-
-
-ENGINES = ("caffe", "torch")
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
 
 
 def get(name: str = "caffe", caffe=None, precision: str = "fp32") -> Engine:
-    """The engine called ``name`` with its options (caffe: the binary; torch: the precision)."""
-    if name == "caffe":
-        from .caffe import CaffeEngine
-        return CaffeEngine(caffe)
-    if name == "torch":
-        from .pytorch import TorchEngine
-        return TorchEngine(precision)
-    raise Error(f"unknown engine {name!r} (engines: {', '.join(ENGINES)})")
+    """The engine called ``name``, configured from the CLI's engine options."""
+    if name not in REGISTRY:
+        raise Error(f"unknown engine {name!r} (engines: {', '.join(REGISTRY)})")
+    return REGISTRY[name].configure(caffe=caffe, precision=precision)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import Error
 from ..folder import SOLVER, NetFolder
-from . import Engine
+from .base import Engine, register
 
 TOOLS = ("caffe", "convert_imageset", "compute_image_mean")
 ENV = "TF_CAFFE"
@@ -80,6 +80,7 @@ def train_args(caffe, solver: str, gpu=None, snapshot=None, weights=None) -> lis
     return args
 
 
+@register
 class CaffeEngine(Engine):
     """BVLC Caffe 1.0 (or a compatible build) through its ``caffe train`` tool."""
     name = "caffe"
@@ -87,7 +88,11 @@ class CaffeEngine(Engine):
     def __init__(self, caffe=None):
         self.caffe = caffe                  # explicit binary (--caffe), else found as find_tool says
 
-    def command(self, folder: NetFolder, resume=None, weights=None, gpu=None) -> list:
+    @classmethod
+    def configure(cls, caffe=None, precision: str = "fp32") -> "CaffeEngine":
+        return cls(caffe)
+
+    def command(self, netdir: NetFolder, resume=None, weights=None, gpu=None) -> list:
         return train_args(find_tool("caffe", self.caffe), SOLVER, gpu, snapshot=resume, weights=weights)
 
     def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:

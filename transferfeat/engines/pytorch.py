@@ -1,15 +1,19 @@
-"""The torch engine: the rendered net folders run by PyTorch with Caffe's semantics (torchnet.py),
+"""The torch engine: the rendered net folders run by PyTorch with Caffe's semantics (torchnet/),
 as a program of its own, so that the runner, the pool and SLURM jobs treat it as they treat
 `caffe train`: same folder, same files, SIGINT to snapshot and stop."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from ..errors import Error
 from ..folder import SOLVER, NetFolder
-from . import Engine
+from .base import Engine, register
+from .torchnet import PRECISIONS, check_precision
 
 INSTALL_HINT = "pip install 'transferfeat[torch]'   (or: pip install torch)"
+PROGRAM = "transferfeat.engines.torchnet"
 
 
 def torch_module():
@@ -21,22 +25,25 @@ def torch_module():
         raise Error(f"the torch engine needs PyTorch, which is not installed: {INSTALL_HINT}") from None
 
 
+@register
 class TorchEngine(Engine):
     name = "torch"
+    precisions = PRECISIONS
 
     def __init__(self, precision: str = "fp32"):
-        from .torchnet import PRECISIONS
-        if precision not in PRECISIONS:
-            raise Error(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = check_precision(precision)
 
-    def command(self, folder: NetFolder, resume=None, weights=None, gpu=None) -> list:
+    @classmethod
+    def configure(cls, caffe=None, precision: str = "fp32") -> "TorchEngine":
+        return cls(precision)
+
+    def command(self, netdir: NetFolder, resume=None, weights=None, gpu=None) -> list:
         torch_module()
-        from ..netspec import read
-        read(folder.train_prototxt, "TRAIN")             # a layer this engine cannot run: say so now
-        read(folder.val_prototxt, "TEST")
-        args = [sys.executable, "-m", "transferfeat.engines.torchnet", "train", "-solver", SOLVER,
-                "-precision", self.precision]
+        from ..netspec import read, read_solver
+        read_solver(netdir.solver, strict=True)          # a field or layer this engine cannot run: say so now
+        read(netdir.train_prototxt, "TRAIN")
+        read(netdir.val_prototxt, "TEST")
+        args = [sys.executable, "-m", PROGRAM, "train", "-solver", SOLVER, "-precision", self.precision]
         if resume:
             args += ["-snapshot", resume]
         elif weights:
@@ -45,8 +52,13 @@ class TorchEngine(Engine):
 
     def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:
         torch_module()
-        return [sys.executable, "-m", "transferfeat.engines.torchnet", "test", "-model", model, "-weights", weights,
+        return [sys.executable, "-m", PROGRAM, "test", "-model", model, "-weights", weights,
                 "-iterations", str(iterations), "-precision", self.precision] + (["-gpu", str(gpu)] if gpu is not None else [])
+
+    def environment(self) -> dict:
+        """The trainer imports the transferfeat that tf itself runs from (a checkout or an install)."""
+        here = str(Path(__file__).resolve().parents[2])
+        return {"PYTHONPATH": os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
 
     def describe(self) -> dict:
         torch = torch_module()

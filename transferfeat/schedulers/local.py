@@ -4,7 +4,6 @@ The pool's state is written atomically to the results folder after every change.
 """
 from __future__ import annotations
 
-import json
 import queue
 import signal
 import threading
@@ -17,8 +16,9 @@ from ..engines import Engine
 from ..errors import Error
 from ..folder import StudyFolder
 from ..plan import schedule
+from ..state import Lock, adopt, adopt_all, state_of, states
 from ..study import Net
-from ..training import Attempt, Lock, prepare, settle
+from ..training import Attempt, prepare
 
 
 @dataclass
@@ -48,6 +48,8 @@ class Pool:
         self.threads, self.echo, self.interval = threads, echo, interval
         self.events: queue.Queue = queue.Queue()
         self.running: dict[str, Attempt] = {}
+        self.done: set = set()                # nets known done: before this run, here, or elsewhere
+        self.waiting: set = set()             # nets another process is training, waited for
         self.stop_requested = False
 
     def _save(self, summary: Summary, pending: list) -> None:
@@ -55,15 +57,24 @@ class Pool:
                  "running": {n: a.device for n, a in self.running.items()}, "pending": sorted(n.name for n in pending),
                  "done": summary.done, "skipped": summary.skipped, "failed": summary.failed,
                  "blocked": summary.blocked, "interrupted": summary.interrupted}
-        atomic.write_text(self.folder.run_state, json.dumps(state, indent=1))
+        atomic.write_json(self.folder.run_state, state)
 
-    def _launch(self, net: Net, device) -> None:
-        att = prepare(self.folder, net, self.engine, gpu=device, threads=self.threads, echo=self.echo)
+    def _launch(self, net: Net, device) -> bool:
+        """Start ``net`` on ``device`` from its state, read now; False when it runs elsewhere after all."""
+        base = state_of(self.folder, self.study.net(net.base)) if net.base else None
+        state = adopt(self.folder, net, state_of(self.folder, net, base, self.echo), self.echo)
+        if state.kind == "running":
+            if net.name not in self.waiting:
+                self.waiting.add(net.name)
+                self.echo(f"wait   {net.name}: running elsewhere (another tf run or job); waiting for it")
+            return False
+        att = prepare(self.folder, net, self.engine, state, base, gpu=device, threads=self.threads)
         att.start()
         self.running[net.name] = att
         how = f"resumes at {att.resumed_from}" if att.resumed_from else (f"from {net.base}" if net.base else "new")
         self.echo(f"start  {net.name} on {att.device} ({how})")
         threading.Thread(target=lambda: self.events.put((att, att.proc.wait(), device)), daemon=True).start()
+        return True
 
     def stop(self, *_) -> None:
         if not self.stop_requested:
@@ -74,10 +85,13 @@ class Pool:
 
     def run(self) -> Summary:
         summary = Summary()
-        for net in self.study.with_bases(self.nets):
-            settle(self.folder, net, self.echo)
-        elsewhere = {n.name for n in self.study.nets.values() if Lock(self.folder.net(n.name)).held_elsewhere()}
-        plan = schedule(self.folder, self.nets, elsewhere=elsewhere)
+        found = adopt_all(self.folder, states(self.folder, self.nets), self.echo)
+        plan = schedule(self.study, self.nets, found)
+        self.done = {n for n, s in found.items() if s.done}
+        needed = {n.name for n in plan.order} | {b for b in plan.after.values() if b}
+        self.waiting = {n for n, s in found.items() if s.kind == "running" and n in needed}
+        for name in sorted(self.waiting):
+            self.echo(f"wait   {name}: running elsewhere (another tf run or job); waiting for it")
         summary.skipped = list(plan.done)
         for name, (base, why) in plan.blocked.items():
             summary.blocked[name] = base
@@ -85,31 +99,28 @@ class Pool:
         pending = list(plan.order)
         after = dict(plan.after)
         free = list(self.devices)
-        waiting = set()                       # nets (or bases) another process is training
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
                 if not self.stop_requested:
-                    self._settle_elsewhere(pending, waiting, summary)
-                    for net in [n for n in pending if n.name not in self.running and self._ready(after[n.name])]:
+                    self._settle_elsewhere(pending, summary)
+                    for net in [n for n in pending if n.name not in self.running and n.name not in self.waiting
+                                and self._ready(after[n.name])]:
                         if not free:
                             break
-                        if Lock(self.folder.net(net.name)).held_elsewhere():
-                            if net.name not in waiting:
-                                waiting.add(net.name)
-                                self.echo(f"wait   {net.name}: running elsewhere (another tf run or job); waiting for it")
-                            continue
                         device = free.pop(0)
                         try:
-                            self._launch(net, device)
+                            started = self._launch(net, device)
                         except Error as e:
-                            free.insert(0, device)
+                            started = False
                             pending.remove(net)
                             summary.failed[net.name] = {"exit_code": None, "last_lines": [str(e)]}
                             self.echo(f"FAIL   {net.name}: {e}")
                             self._block(net.name, pending, summary)
+                        if not started:
+                            free.insert(0, device)
                 self._save(summary, pending)
-                if not self.running and (self.stop_requested or not self._anything_elsewhere(pending, after)):
+                if not self.running and (self.stop_requested or not self.waiting):
                     break
                 try:
                     att, rc, device = self.events.get(timeout=self.interval)
@@ -127,21 +138,24 @@ class Pool:
                 summary.interrupted.append(net.name)
         return summary
 
-    def _anything_elsewhere(self, pending: list, after: dict) -> bool:
-        """Is a pending net, or the base one waits for, being trained by another process?"""
-        return any(Lock(self.folder.net(n)).held_elsewhere() for net in pending
-                   for n in (net.name, after.get(net.name)) if n)
-
-    def _settle_elsewhere(self, pending: list, waiting: set, summary: Summary) -> None:
-        """Nets another process was training and has finished: done, or pending here again."""
-        for name in sorted(waiting):
-            if not Lock(self.folder.net(name)).held_elsewhere():
-                waiting.discard(name)
-                net = self.study.net(name)
-                if settle(self.folder, net, self.echo):
+    def _settle_elsewhere(self, pending: list, summary: Summary) -> None:
+        """Nets another process was training and has let go of: done, or pending here again (their
+        dependants blocked when such a net is no longer one of ours to train)."""
+        for name in sorted(self.waiting):
+            if Lock(self.folder.net(name)).held_elsewhere():
+                continue
+            self.waiting.discard(name)
+            net = self.study.net(name)
+            state = adopt(self.folder, net, state_of(self.folder, net), self.echo)
+            if state.done:
+                self.done.add(name)
+                if net in pending:
                     pending.remove(net)
-                    summary.skipped.append(name)
-                    self.echo(f"done   {name} (elsewhere)")
+                summary.skipped.append(name)
+                self.echo(f"done   {name} (elsewhere)")
+            elif net not in pending:
+                self.echo(f"block  dependants of {name}: it stopped elsewhere without finishing ({state.phrase()})")
+                self._block(name, pending, summary)
 
     def _finished(self, att: Attempt, rc: int, pending: list, summary: Summary) -> None:
         name = att.net.name
@@ -150,6 +164,7 @@ class Pool:
         summary.attempts[name] = summary.attempts.get(name, 0) + 1
         if status == "done":
             pending.remove(att.net)
+            self.done.add(name)
             summary.done.append(name)
             self.echo(f"done   {name} ({time.time() - att.started:.0f}s)")
         elif status == "interrupted" or self.stop_requested:
@@ -162,14 +177,13 @@ class Pool:
                       "from its latest whole snapshot")
         else:
             pending.remove(att.net)
-            summary.failed[name] = {"exit_code": rc, "last_lines": att.dir.read_state().get("last_lines", [])}
+            summary.failed[name] = {"exit_code": rc, "last_lines": att.finish_lines}
             self.echo(f"FAIL   {name}: exit code {rc} after {summary.attempts[name]} attempt(s)")
             self._block(name, pending, summary)
 
     def _ready(self, base: Optional[str]) -> bool:
-        """The base net is done (verified and recorded) and no trainer holds it any more."""
-        return base is None or (base not in self.running and not Lock(self.folder.net(base)).held_elsewhere()
-                                and self.folder.is_done(base))
+        """The base net is done (verified and recorded)."""
+        return base is None or base in self.done
 
     def _block(self, failed: str, pending: list, summary: Summary) -> None:
         """The pending nets that wait, directly or not, for ``failed``."""

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,8 +24,8 @@ from ..engines import Engine
 from ..errors import Error
 from ..folder import StudyFolder
 from ..plan import schedule
+from ..state import adopt_all, states
 from ..study import Net
-from ..training import settle
 
 QUEUED = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
@@ -64,7 +65,7 @@ def job_script(net: Net, folder: StudyFolder, res: Resources, tf_command: list, 
         lines.append(_directive(opt, value) if eq else _directive(opt))
     train = [*tf_command, "--study", str(folder.study_copy), "train", net.name, "--root", str(folder.root)]
     train += [*(["--gpu", "0"] if res.gpu else []), *engine_args]
-    state = q(str(d.job_state))
+    state = q(str(d.job_record))
     lines += [
         "",
         f"# {net.name}: {net.family}" + (f", layers 1..{net.n} from {net.base}" if net.base else ""),
@@ -133,6 +134,15 @@ def accounting_states(job_ids) -> dict[str, str]:
     return {j: s.split()[0] for j, s in (l.split("|", 1) for l in out.stdout.splitlines() if "|" in l)}
 
 
+def read_job(netdir) -> dict:
+    """The record of the net's SLURM job ({} when it has none)."""
+    return atomic.read_json(netdir.job_record)
+
+
+def write_job(netdir, **fields) -> None:
+    atomic.write_json(netdir.job_record, {**fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
 @dataclass
 class Submission:
     submitted: dict = field(default_factory=dict)     # net -> (job id, dependency job id or None)
@@ -157,7 +167,7 @@ def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine,
     if not folder.study_copy.is_file():
         raise Error(f"{folder.study_copy} not found: render the nets first (tf render … --root {folder.root})")
     result = Submission()
-    recorded = {n.name: folder.net(n.name).read_job().get("job_id") for n in folder.study.nets.values()}
+    recorded = {n.name: read_job(folder.net(n.name)).get("job_id") for n in folder.study.nets.values()}
     live = {} if dry_run else queue_states(recorded.values())
     queued = {name: job for name, job in recorded.items() if job and live.get(str(job)) in QUEUED}
     selected = [n for n in nets if folder.is_rendered(n.name) and n.name not in queued]
@@ -166,9 +176,7 @@ def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine,
             result.skipped[net.name] = f"not rendered under {folder.root}"
         elif net.name in queued:
             result.skipped[net.name] = f"already queued as job {queued[net.name]}"
-    for net in folder.study.with_bases(selected):
-        settle(folder, net, echo)
-    plan = schedule(folder, selected, elsewhere=set(queued))
+    plan = schedule(folder.study, selected, adopt_all(folder, states(folder, selected), echo), queued=set(queued))
     for name in plan.done:
         result.skipped[name] = "done"
     for name, (base, why) in plan.blocked.items():
@@ -196,7 +204,7 @@ def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine,
             result.failed[net.name] = f"sbatch failed: {out.stderr.strip() or f'exit code {out.returncode}'}"
             continue
         job = out.stdout.strip().split(";")[0]
-        d.write_job(job_id=job, state="SUBMITTED", dependency=dep)
+        write_job(d, job_id=job, state="SUBMITTED", dependency=dep)
         result.submitted[net.name] = (job, dep)
         echo(f"submitted {net.name} as job {job}" + (f" after job {dep} ({base})" if dep else ""))
     return result
@@ -207,11 +215,11 @@ def cancel(folder: StudyFolder, nets: list[Net], echo=print) -> list[tuple[str, 
     names = {n.name for n in nets}
     grow = list(names)
     while grow:
-        for dep in folder.dependants(grow.pop()):
+        for dep in folder.study.dependants(grow.pop()):
             if dep.name not in names:
                 names.add(dep.name)
                 grow.append(dep.name)
-    jobs = {n: folder.net(n).read_job().get("job_id") for n in names}
+    jobs = {n: read_job(folder.net(n)).get("job_id") for n in names}
     live = queue_states(jobs.values())
     cancelled = [(n, j) for n, j in sorted(jobs.items()) if j and live.get(str(j)) in QUEUED]
     if cancelled:
@@ -219,14 +227,14 @@ def cancel(folder: StudyFolder, nets: list[Net], echo=print) -> list[tuple[str, 
         if out.returncode != 0:
             raise Error(f"scancel failed: {out.stderr.strip()}")
     for n, j in cancelled:
-        folder.net(n).write_job(**{**folder.net(n).read_job(), "state": "CANCELLED"})
+        write_job(folder.net(n), **{**read_job(folder.net(n)), "state": "CANCELLED"})
         echo(f"cancelled {n} (job {j})" + ("" if n in {x.name for x in nets} else ", a dependant"))
     return cancelled
 
 
 def job_states(folder: StudyFolder, nets: list[Net]) -> dict[str, str]:
     """SLURM state per net that has a job: squeue, else sacct, else the state the job script wrote."""
-    jobs = {n.name: folder.net(n.name).read_job() for n in nets}
+    jobs = {n.name: read_job(folder.net(n.name)) for n in nets}
     jobs = {n: j for n, j in jobs.items() if j.get("job_id")}
     if not jobs or not shutil.which("squeue"):
         return {n: f"{str(j.get('state', '?')).lower()} (job {j['job_id']})" for n, j in jobs.items()}

@@ -1,0 +1,87 @@
+"""The torch engine as a program, with `caffe train` and `caffe test`'s options and output."""
+from __future__ import annotations
+
+import signal
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from ...errors import Error
+from ...netspec import read as read_spec
+from . import check_precision
+from .feed import Feed
+from .glog import Log, g
+from .model import Model, copy_weights
+from .solver import Solver, score, set_precision
+
+USAGE = ("usage: torchnet train -solver FILE [-snapshot S | -weights W] [-gpu N] [-precision P] | "
+         "test -model FILE -weights W [-iterations K] [-gpu N] [-precision P]")
+OPTIONS = {"train": ("solver", "snapshot", "weights", "gpu", "precision"),
+           "test": ("model", "weights", "iterations", "gpu", "precision")}
+
+
+def header(device: str, precision: str) -> str:
+    return (f"transferfeat {version('transferfeat')} torch engine: torch {torch.__version__}, device {device}, "
+            f"precision {precision}, threads {torch.get_num_threads()}")
+
+
+def parse_args(argv: list) -> tuple[str, dict]:
+    if not argv or argv[0] not in OPTIONS:
+        raise Error(USAGE)
+    command, args = argv[0], {}
+    it = iter(argv[1:])
+    for a in it:
+        name = a.lstrip("-")
+        if not a.startswith("-") or name not in OPTIONS[command]:
+            raise Error(f"unexpected argument {a!r}; {USAGE}")
+        args[name] = next(it, "")
+    check_precision(args.setdefault("precision", "fp32"))
+    return command, args
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log = Log()
+    try:
+        command, args = parse_args(argv)
+        device = f"cuda:{args['gpu']}" if args.get("gpu") not in (None, "") else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise Error("no CUDA device: torch sees no GPU (tf doctor)")
+        log(header(device, args["precision"]), "torchnet.py:1")
+        if command == "test":
+            return test(args, device, log)
+        solver = Solver(args["solver"], device, args["precision"], log)
+        signal.signal(signal.SIGINT, lambda *_: setattr(solver, "stop_requested", True))
+        signal.signal(signal.SIGHUP, lambda *_: setattr(solver, "snapshot_requested", True))
+        if args.get("weights") and not args.get("snapshot"):
+            solver.copy_weights(args["weights"])
+        solver.solve(resume=args.get("snapshot"))
+        log("Optimization Done.", "caffe.cpp:250")
+        return 0
+    except (Error, OSError, KeyError, ValueError) as e:
+        log(f"Check failed: {e}", "torchnet.py:0", "F")
+        return 1
+
+
+def test(args: dict, device: str, log: Log) -> int:
+    """`caffe test`: score a model's TEST net on K batches; print each batch's outputs and the means."""
+    set_precision(torch.device(device), args["precision"])
+    spec = read_spec(Path(args["model"]), "TEST")
+    net = Model(spec, torch.device(device), "TEST")
+    copy_weights(net, Path(args["weights"]), log)
+
+    def each(b, outs):
+        for name, v, _ in outs:
+            log(f"Batch {b}, {name} = {g(v)}", "caffe.cpp:304")
+    means = score(net, Feed(spec, "TEST", 0, log), int(args.get("iterations", 50)), device, each=each)
+    log(f"Loss: {g(sum(mean * w for _, mean, w in means))}", "caffe.cpp:309")
+    for name, mean, w in means:
+        extra = f" (* {g(w)} = {g(w * mean)} loss)" if w else ""
+        log(f"{name} = {g(mean)}{extra}", "caffe.cpp:320")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

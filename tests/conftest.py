@@ -25,11 +25,17 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session", autouse=True)
 def contained_temp(tmp_path_factory):
-    """Every temporary file of the session (tools' glog files, Chromium's, SLURM's) lands in pytest's
-    folder: TMPDIR there for child processes, tempfile's default too, and glog to stderr."""
+    """Every temporary file of the session (tools' glog files, Chromium's, SLURM's) and the log cache
+    land in pytest's folder: TMPDIR and XDG_CACHE_HOME there (Caffe kept by TF_CAFFE), tempfile's
+    default too, and glog to stderr."""
     folder = tmp_path_factory.mktemp("tmp")
-    saved = {k: os.environ.get(k) for k in ("TMPDIR", "GLOG_logtostderr")}
-    os.environ.update(TMPDIR=str(folder), GLOG_logtostderr="1")
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "GLOG_logtostderr", "XDG_CACHE_HOME", "TF_CAFFE")}
+    from transferfeat.engines.caffe import CaffeNotFound, find_tool
+    try:                                  # the installed Caffe stays found when the cache folder moves
+        os.environ.setdefault("TF_CAFFE", str(find_tool("caffe")))
+    except CaffeNotFound:
+        pass
+    os.environ.update(TMPDIR=str(folder), GLOG_logtostderr="1", XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
     tempfile.tempdir = str(folder)
     yield folder
     tempfile.tempdir = None

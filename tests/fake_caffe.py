@@ -5,7 +5,8 @@ writes Caffe 1.0 log lines and snapshot pairs of the net's real shapes (zeros), 
 Knobs (environment): FAKE_CAFFE_DELAY seconds per iteration (a file fake-caffe-delay in the net
 folder overrides it, as fake-caffe-crash-at does FAKE_CAFFE_CRASH_AT); FAKE_CAFFE_CRASH_AT=N exits 134
 when reaching iteration N, once per file named by FAKE_CAFFE_CRASH_ONCE (or always without it);
-FAKE_CAFFE_BAD_SNAPSHOT=N exits 134 at once when resumed from iteration N's snapshot.
+FAKE_CAFFE_BAD_SNAPSHOT=N exits 134 at once when resumed from iteration N's snapshot; FAKE_CAFFE_NAN_AT=N
+shows a loss of nan from iteration N on (and, as Caffe does then, a test accuracy of 1).
 Every call is appended to fake-caffe-calls.jsonl in the net folder, with start and end times.
 """
 import json
@@ -52,6 +53,7 @@ def main(argv):
     crash_at = int(open("fake-caffe-crash-at").read() if os.path.exists("fake-caffe-crash-at")
                    else os.environ.get("FAKE_CAFFE_CRASH_AT", "-1"))
     once = os.environ.get("FAKE_CAFFE_CRASH_ONCE")
+    nan_at = int(os.environ.get("FAKE_CAFFE_NAN_AT", "-1"))
     if "-snapshot" in args and str(start) == os.environ.get("FAKE_CAFFE_BAD_SNAPSHOT"):
         print(f"F0101 00:00:00.000000 1 sgd_solver.cpp:300] Check failed: history_[i]->count() from iteration {start}",
               file=sys.stderr)
@@ -76,14 +78,16 @@ def main(argv):
                   "    @     0x7f3c2a1b2e4f  caffe::SyncedMemory::to_gpu()", file=sys.stderr)
             exit_code = 134
             break
+        diverged = 0 <= nan_at <= it
         if it % display == 0:
             print(f"I0101 00:00:00.000000 1 solver.cpp:239] Iteration {it} (10 iter/s, 2s/20 iters), "
-                  f"loss = {3.0 / (1 + it):.5f}", file=sys.stderr, flush=True)
+                  f"loss = {'nan' if diverged else f'{3.0 / (1 + it):.5f}'}", file=sys.stderr, flush=True)
             print(f"I0101 00:00:00.000000 1 sgd_solver.cpp:112] Iteration {it}, lr = 0.01", file=sys.stderr, flush=True)
         if test_every and it % test_every == 0 and it > start:
+            acc, loss = (1, "nan") if diverged else (f"{it / (max_iter + 1):.4f}", f"{1.0 / (1 + it):.4f}")
             print(f"I0101 00:00:00.000000 1 solver.cpp:347] Iteration {it}, Testing net (#0)\n"
-                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #0: accuracy = {it / (max_iter + 1):.4f}\n"
-                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #1: loss = {1.0 / (1 + it):.4f}",
+                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #0: accuracy = {acc}\n"
+                  f"I0101 00:00:00.000000 1 solver.cpp:414]     Test net output #1: loss = {loss}",
                   file=sys.stderr, flush=True)
         if it >= max_iter:
             snapshot(it)

@@ -164,8 +164,14 @@ def test_demo_end_to_end_on_a_short_schedule(tmp_path):
     out = tmp_path / "demo"
     r = tf("--study", study, "demo", "--out", out, "--nets", "transfer0A0B_1_7", "--nets", "transfer-ft0B0A_1_2")
     assert r.exit_code == 0, r.output
-    assert "demo: 4 nets" in r.output and "base nets: top-1" in r.output and "demo finished" in r.output
+    assert "demo: 4 nets" in r.output
+    end = r.output.strip().splitlines()[-3:]                # three plain lines: what, what it shows, where
+    assert end[0].startswith("trained: 4 nets of the mini study") and "with caffe" in end[0]
+    assert end[1].startswith("shows: a net on half B whose layers 1..n were copied") and "at n = 7" in end[1]
+    assert end[2].startswith(f"see: the figures in {out / 'figures'}") and str(out / "report.html") in end[2]
+    assert "top-1 accuracy by n (the layers copied or frozen)" in r.output and "transfer AnB" in r.output
     assert {p.name for p in (out / "figures").iterdir()} >= {"fig2_top.png", "fig2_bottom.png", "fig3.png"}
+    assert (out / "report.html").stat().st_size > 10_000
     data = json_of(tf("results", "--root", out / "results", "--format", "json"))
     assert sorted(data["nets"]) == ["half0A", "half0B", "transfer-ft0B0A_1_2", "transfer0A0B_1_7"]
     assert data["nets"]["half0A"]["iterations"] == 40 and data["nets"]["half0A"]["classes"] == 10

@@ -143,3 +143,87 @@ def test_study_loader_messages(tmp_path, text, expect):
     path.write_bytes(text)
     with pytest.raises(Error, match=expect):
         Study.load(path)
+
+
+# ---------------------------------------------------------------- the torch engine's readers
+
+def _datum():
+    from transferfeat.caffeproto import Datum
+    return Datum(3, 4, 5, bytes(range(60)), 7, False).to_bytes()
+
+
+@FUZZ
+@given(cut=st.integers(0, 80), flip=st.lists(st.tuples(st.integers(0, 79), st.integers(0, 255)), max_size=4),
+       tail=st.binary(max_size=12))
+@example(cut=0, flip=[(1, 9)], tail=b"")                  # channels 9: the bytes no longer fit the shape
+@example(cut=0, flip=[], tail=b"\x38\x01\x22\x02\xff\xd8")     # encoded, then bytes no decoder reads
+def test_datum_records(cut, flip, tail):
+    """A record as the torch engine's Data layer reads it: pixels and a label, or the project's error."""
+    from transferfeat.engines.torchnet.feed import record
+    data = bytearray(_datum()[: len(_datum()) - cut])
+    for at, v in flip:
+        if at < len(data):
+            data[at] = v
+    try:
+        img, label = record(bytes(data) + tail)
+        assert img.ndim == 3 and isinstance(label, int)
+    except Error:
+        pass
+
+
+@pytest.fixture(scope="module")
+def rendered_net(tmp_path_factory):
+    from transferfeat.render import Renderer
+    study = Study.load("mini")
+    tmp = tmp_path_factory.mktemp("fuzznet")
+    return Renderer(study).render(study.net("half0A"), tmp / "results", data_root=tmp / "data")
+
+
+@FUZZ
+@given(ops=st.lists(st.tuples(st.integers(0, 400), st.sampled_from(["drop", "dup", "junk"]),
+                              st.sampled_from(PROTOTXT + ["pad_h: 1", "stride: -1", "pool: STOCHASTIC", "type: 7",
+                                                          'bottom: "nowhere"', "crop_size: 99", "}"])), max_size=6))
+def test_net_reader(rendered_net, tmp_path_factory, ops):
+    """A rendered train prototxt, its lines dropped, doubled or joined by others: the engine's reader
+    gives a net or one error naming the file."""
+    from transferfeat.netspec import read
+    lines = (rendered_net / "imagenet_train.prototxt").read_text().splitlines()
+    for at, op, junk in ops:
+        at %= len(lines)
+        if op == "drop":
+            del lines[at]
+        elif op == "dup":
+            lines.insert(at, lines[at])
+        else:
+            lines.insert(at, junk)
+        if not lines:
+            break
+    path = tmp_path_factory.mktemp("n") / "imagenet_train.prototxt"
+    path.write_text("\n".join(lines))
+    try:
+        read(path, data_shape=(3, 32, 32))
+    except Error as e:
+        assert str(path) in str(e)
+
+
+@FUZZ
+@given(cut=st.integers(0, 300), flip=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 255)), max_size=4))
+def test_solverstate_reader(tmp_path_factory, cut, flip):
+    """A solver state cut or garbled: read back by the snapshot check as a state or one error."""
+    import numpy as np
+    from transferfeat.caffeproto import BlobProto, SolverState
+    from transferfeat.snapshots import read_solverstate
+    state = SolverState(40, "caffe_imagenet_train_iter_40.caffemodel",
+                        [BlobProto(data=np.arange(12, dtype=np.float32), shape=(3, 4)),
+                         BlobProto(data=np.ones(3, np.float32), shape=(3,))], 1).to_bytes()
+    data = bytearray(state[: max(0, len(state) - cut)])
+    for at, v in flip:
+        if at < len(data):
+            data[at] = v
+    path = tmp_path_factory.mktemp("s") / "x.solverstate"
+    path.write_bytes(bytes(data))
+    try:
+        s = read_solverstate(path)
+        assert isinstance(s.iter, int) and all(isinstance(h, BlobProto) for h in s.history)
+    except Error as e:
+        assert str(path) in str(e)

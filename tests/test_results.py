@@ -58,7 +58,7 @@ def test_other_formats_and_compare(shared):
     md = run("results", "--root", shared / "results", "--format", "markdown").output
     assert md.startswith("| net | iterations") and "| half0A | 450000 | 450 | 500 | 0.6146 |" in md
     table = run("results", "--root", shared / "results").output
-    assert "22 nets without logs" in table and "transfer_AnB" in table
+    assert "22 nets without logs" in table and "transfer AnB" in table and "top-1 accuracy by n" in table
     cmp = json.loads(run("results", "--root", shared / "results", "--compare", shared / "results",
                          "--format", "json").output)
     assert len(cmp) > 40 and all(row["diff"] == 0 for row in cmp)

@@ -15,7 +15,10 @@ def _umask() -> int:
 
 def write_bytes(path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"cannot write {path.name}: no such folder", str(path.parent)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -94,7 +94,14 @@ def _signed32(v: int) -> int:
 
 def _floats(value, dtype) -> np.ndarray:
     """Packed values (wire type 2) or one unpacked element (wire type 5 or 1): the same bytes."""
+    if isinstance(value, int) or len(value) % np.dtype(dtype).itemsize:
+        raise ProtoError(f"{len(value) if not isinstance(value, int) else 'a varint of'} bytes are no {dtype} values")
     return np.frombuffer(value, dtype=dtype)
+
+
+def _want(wt: int, expected: int, num: int, message: str) -> None:
+    if wt != expected:
+        raise ProtoError(f"{message} field {num}: wire type {wt}, expected {expected}")
 
 
 # --------------------------------------------------------------------------- Datum
@@ -126,18 +133,17 @@ class Datum:
     def from_bytes(cls, buf) -> "Datum":
         d = cls()
         for num, wt, value in fields(buf):
-            if num == 1:
-                d.channels = value
-            elif num == 2:
-                d.height = value
-            elif num == 3:
-                d.width = value
+            if num in (1, 2, 3, 5, 7):
+                _want(wt, 0, num, "Datum")
+                if num == 5:
+                    d.label = _signed32(value)
+                elif num == 7:
+                    d.encoded = bool(value)
+                else:
+                    setattr(d, ("channels", "height", "width")[num - 1], value)
             elif num == 4:
+                _want(wt, 2, num, "Datum")
                 d.data = bytes(value)
-            elif num == 5:
-                d.label = _signed32(value)
-            elif num == 7:
-                d.encoded = bool(value)
             elif num == 6:
                 part = _floats(value, "<f4")
                 d.float_data = part if d.float_data is None else np.concatenate([d.float_data, part])
@@ -147,7 +153,10 @@ class Datum:
         """Pixels as a (channels, height, width) uint8 array (unencoded datums)."""
         if self.encoded:
             raise ProtoError("datum holds an encoded image; decode its data instead")
-        return np.frombuffer(self.data, np.uint8).reshape(self.channels, self.height, self.width)
+        dims = (self.channels or 0, self.height or 0, self.width or 0)
+        if min(dims) <= 0 or len(self.data) != dims[0] * dims[1] * dims[2]:
+            raise ProtoError(f"datum of {len(self.data)} bytes says it is {dims[0]}x{dims[1]}x{dims[2]}")
+        return np.frombuffer(self.data, np.uint8).reshape(dims)
 
 
 # --------------------------------------------------------------------------- BlobProto
@@ -194,6 +203,7 @@ class BlobProto:
         data, diff = [], []
         for num, wt, value in fields(buf):
             if num in (1, 2, 3, 4):
+                _want(wt, 0, num, "BlobProto")
                 setattr(b, ("num", "channels", "height", "width")[num - 1], _signed32(value))
             elif num == 5:
                 data.append(_floats(value, "<f4"))
@@ -202,6 +212,7 @@ class BlobProto:
             elif num == 8:
                 data.append(_floats(value, "<f8").astype(np.float32))
             elif num == 7:
+                _want(wt, 2, num, "BlobProto")
                 dims = []
                 for n2, wt2, v2 in fields(value):
                     if n2 == 1 and wt2 == 2:
@@ -209,7 +220,7 @@ class BlobProto:
                         while p < len(v2):
                             d, p = _read_varint(v2, p)
                             dims.append(d)
-                    elif n2 == 1:
+                    elif n2 == 1 and wt2 == 0:
                         dims.append(v2)
                 b.shape = tuple(dims)
         b.data = np.concatenate(data) if data else np.zeros(0, np.float32)
@@ -251,10 +262,13 @@ def _layer(buf, name_f: int, type_f: int, blobs_f: int, enum: dict = None, v0_f:
     layer = LayerBlobs("", "", [])
     for num, wt, value in fields(buf):
         if num == name_f:
-            layer.name = bytes(value).decode()
+            _want(wt, 2, num, "layer")
+            layer.name = bytes(value).decode(errors="replace")
         elif num == type_f:
-            layer.type = enum.get(value, str(value)) if enum else bytes(value).decode()
+            _want(wt, 0 if enum else 2, num, "layer")
+            layer.type = enum.get(value, str(value)) if enum else bytes(value).decode(errors="replace")
         elif num == blobs_f:
+            _want(wt, 2, num, "layer")
             layer.blobs.append(BlobProto.from_bytes(value))
         elif num == v0_f and wt == 2:
             inner = _layer(value, 1, 2, 50)

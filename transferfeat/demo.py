@@ -90,13 +90,17 @@ def closing_lines(study: Study, summary: dict, out: Path, seconds: float, engine
     anb, plus = s.get("transfer_AnB", {}), s.get("transfer_AnB_plus", {})
     if base is not None and anb:
         first, last = min(anb, key=float), max(anb, key=float)
-        verdict = (f"falls from {anb[first]:.3f} at n = {first} to {anb[last]:.3f} at n = {last}"
-                   if anb[last] < anb[first] - 0.03 else f"stays at {min(anb.values()):.3f}–{max(anb.values()):.3f}")
+        falls = first != last and anb[last] < anb[first] - 0.03
+        verdict = (f"falls from {anb[first]:.3f} at n = {first} to {anb[last]:.3f} at n = {last}" if falls else
+                   f"is {anb[first]:.3f} at n = {first}" if first == last else
+                   f"stays at {min(anb.values()):.3f}–{max(anb.values()):.3f} for n = {first}…{last}")
         text = (f"shows: a net on half B whose layers 1..n were copied from half A's net and frozen (transfer AnB) "
                 f"{verdict}, against {base:.3f} for the base nets")
         if plus:
-            text += (f"; fine-tuning those layers (AnB+) keeps it at {min(plus.values()):.3f}–{max(plus.values()):.3f}")
-        lines.append(text + " (the paper's Figure 2: features grow specific with depth, fine-tuning recovers them)")
+            text += f"; with those layers fine-tuned (AnB+) it is at {min(plus.values()):.3f}–{max(plus.values()):.3f}"
+        if falls and plus and min(plus.values()) > anb[last] + 0.03:
+            text += " — the paper's Figure 2: features grow specific with depth, and fine-tuning recovers them"
+        lines.append(text)
     elif base is not None:
         lines.append(f"shows: the base nets reach top-1 {base:.3f} (chance: {1 / study.config.datasets.classes:.3f})")
     lines.append(f"see: the figures in {out / 'figures'} (fig2_top.png every net, fig2_bottom_annotated.png the means) "

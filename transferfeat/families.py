@@ -12,7 +12,7 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from .errors import Error
+from .errors import Error, show
 
 REGISTRY: dict[str, type] = {}        # YAML key -> Family subclass, in registration (catalog) order
 
@@ -236,7 +236,7 @@ class Reduced(Family):
 
     def check(self):
         if self.cfg.solver not in self.study.config.solvers:
-            raise self.error("solver", f"unknown solver {self.cfg.solver!r} "
+            raise self.error("solver", f"unknown solver {show(self.cfg.solver)} "
                                        f"(solvers: {', '.join(self.study.config.solvers)})")
 
     def _dataset(self, k: int) -> str:
@@ -275,7 +275,7 @@ class _Transfer(Family):
         self.check_depths(self.cfg.depths)
         for i, d in enumerate(self.cfg.directions):
             if len(d) != 2 or set(d) - {"A", "B"}:
-                raise self.error(f"directions[{i}]", f"{d!r} is not one of AB, BA, AA, BB")
+                raise self.error(f"directions[{i}]", f"{show(d)} is not one of AB, BA, AA, BB")
 
     def pairs(self):
         """(name stem, base net, target dataset prefix, series) for each base/target pair."""

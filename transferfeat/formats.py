@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 FORMATS = ("table", "csv", "markdown", "json")
 
@@ -32,7 +33,18 @@ def rows_as(fmt: str, rows: list[list], header: list[str]) -> str:
 
 
 def as_json(data) -> str:
-    return json.dumps(data, indent=1)
+    """JSON, with NaN and infinities (which JSON has not) as null."""
+    return json.dumps(_finite(data), indent=1, allow_nan=False)
+
+
+def _finite(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 SERIES_LABELS = {"baseB": "baseB (base nets)", "selffer_BnB": "selffer BnB", "selffer_BnB_plus": "selffer BnB+ (fine-tuned)",

@@ -69,6 +69,7 @@ class Kind:
     infer: Callable
     study: Optional[str] = None
     study_keys: tuple = ()                          # the keys a study file's layer of this type may give
+    bottoms: int = 1                                # the number of inputs it takes
     extra: dict = field(default_factory=dict)       # further LayerParameter messages (data layers)
 
     def default(self, name: str):
@@ -146,8 +147,8 @@ IMAGE_DATA = {"source": Field("string", ""), "batch_size": uint(1), "root_folder
               "new_height": uint(0), "new_width": uint(0), "shuffle": flag()}
 
 TABLE = {k.type: k for k in (
-    Kind("Data", "data_param", DATA, _data, extra={"transform_param": TRANSFORM}),
-    Kind("ImageData", "image_data_param", IMAGE_DATA, _data, extra={"transform_param": TRANSFORM}),
+    Kind("Data", "data_param", DATA, _data, extra={"transform_param": TRANSFORM}, bottoms=0),
+    Kind("ImageData", "image_data_param", IMAGE_DATA, _data, extra={"transform_param": TRANSFORM}, bottoms=0),
     Kind("Convolution", "convolution_param",
          {"num_output": uint(), "bias_term": flag(True), "pad": uint(0), "kernel_size": uint(), "stride": uint(1),
           "group": uint(1), "weight_filler": FILLER, "bias_filler": FILLER}, _conv,
@@ -164,9 +165,9 @@ TABLE = {k.type: k for k in (
          study="innerproduct", study_keys=("num_output", "weight_std", "bias")),
     Kind("Dropout", "dropout_param", {"dropout_ratio": real(0.5)}, _same, study="dropout",
          study_keys=("dropout_ratio",)),
-    Kind("SoftmaxWithLoss", None, {}, _scalar),
+    Kind("SoftmaxWithLoss", None, {}, _scalar, bottoms=2),
     Kind("Softmax", None, {}, _same),
-    Kind("Accuracy", "accuracy_param", {"top_k": uint(1)}, _scalar),
+    Kind("Accuracy", "accuracy_param", {"top_k": uint(1)}, _scalar, bottoms=2),
 )}
 
 STUDY = {k.study: k for k in TABLE.values() if k.study}       # study-file layer type -> its Kind

@@ -150,6 +150,10 @@ def _infer(spec: NetSpec) -> None:
             if l.kind is None:
                 outs, params = [ins[0] if ins else ()] * len(l.tops), []
             else:
+                if len(ins) != l.kind.bottoms:
+                    raise ShapeError(f"takes {l.kind.bottoms} bottom blob(s), not {len(ins)}")
+                if l.kind.bottoms == 1 and len(ins[0]) < 2:
+                    raise ShapeError(f"its input {_name(l.bottoms[0])} has shape {ins[0]}, not a batch of values")
                 outs, params = l.kind.infer(spec, l, ins)
         except ShapeError as e:
             raise NetError(f"{where}: {e}") from None

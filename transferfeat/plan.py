@@ -44,7 +44,8 @@ def schedule(study: Study, nets: list[Net], found: dict, queued=frozenset()) -> 
         elif base in plan.after or base in elsewhere:
             plan.after[net.name] = base
         else:
-            plan.blocked[net.name] = (base, "neither done, selected nor running elsewhere")
+            trouble = found[base].kind in ("diverged", "failed", "damaged")
+            plan.blocked[net.name] = (base, found[base].phrase() if trouble else "neither done, selected nor running elsewhere")
             continue
         plan.order.append(net)
     need = {n.name: 0 for n in plan.order}

@@ -71,13 +71,27 @@ class Data:
 
 
 def _counts(study: Study, summary: dict, series: str) -> dict:
-    """x -> (nets with results, nets the design has) for one series."""
+    """x -> (nets with results, nets the design has) for one series (a diverged net has none)."""
     out = {}
     for net in study.nets.values():
         if net.series == series:
             have, want = out.get(str(net.x), (0, 0))
-            out[str(net.x)] = (have + (net.name in summary["nets"]), want + 1)
+            out[str(net.x)] = (have + _usable(summary, net.name), want + 1)
     return out
+
+
+def _usable(summary: dict, name: str) -> bool:
+    """Does net ``name`` have a result a figure may draw (logs, a statistic, and it did not diverge)?"""
+    m = summary["nets"].get(name)
+    return bool(m) and m.get("health") != "diverged" and m.get("top1_top10_mean") is not None
+
+
+def _left_out_note(fig, summary) -> None:
+    """Say, on the figure, which nets it leaves out because they diverged."""
+    gone = [f"{n} ({m['diverged_at']})" for n, m in summary["nets"].items() if m.get("health") == "diverged"]
+    if gone:
+        fig.text(0.01, 0.995, "left out, diverged at iteration: " + ", ".join(gone[:6]) + (" …" if len(gone) > 6 else ""),
+                 fontsize=8, color="#b00000", va="top")
 
 
 def _xy(points: dict):
@@ -140,7 +154,7 @@ def fig2_top(study, summary, other=None, labels=("mine", "other"), points=None, 
             continue
         for s, (text, marker, face, edge, dx, plus) in STYLE.items():
             pts = [(study.net(n).x, m["top1_top10_mean"]) for n, m in s_data["nets"].items()
-                   if n in study.nets and study.net(n).series == s]
+                   if n in study.nets and study.net(n).series == s and _usable(s_data, n)]
             everything += [y for _, y in pts]
             if not pts or (points is not None and s not in points):
                 continue
@@ -169,6 +183,7 @@ def fig2_top(study, summary, other=None, labels=("mine", "other"), points=None, 
         ax.legend(*zip(*handles), loc="best", frameon=True, fancybox=False, ncol=2 if other else 1,
                   handler_map={tuple: HandlerTuple(ndivide=1, pad=0)})
     fig.tight_layout()
+    _left_out_note(fig, summary)
     return fig, data
 
 
@@ -226,6 +241,7 @@ def fig2_bottom(study, summary, annotate, other=None, labels=("mine", "other")):
         _legend(ax)
     _partial_note(fig, study, summary, list(lines))
     fig.tight_layout()
+    _left_out_note(fig, summary)
     return fig, data
 
 

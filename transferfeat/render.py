@@ -16,6 +16,7 @@ from . import atomic
 from .errors import Error
 from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolder, StudyFolder, relpath
 from .layers import STUDY, STUDY_FIELDS, TABLE
+from .prototxt import quote
 from .resources import templates_dir
 from .study import Net, Study
 
@@ -132,6 +133,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined, autoescape=False,
         )
         env.filters["num"] = num
+        env.filters["q"] = quote               # every string written into a prototxt, quoted and escaped
         self.env = env
 
     def link_names(self) -> SimpleNamespace:

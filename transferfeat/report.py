@@ -91,7 +91,10 @@ def build(folder, summary: dict, logs: dict, rows: list, other: dict = None, lab
     curves = {name: {"loss": _thin(*log.loss), "acc": _thin(list(log.accuracy), list(log.accuracy.values())),
                      "lr": _thin(*log.lr) if len(log.lr[0]) else _schedule(folder.net(name), log.iterations)}
               for name, log in logs.items()}
-    attention = [r for r in rows if r["state"] in ("failed", "blocked", "damaged", "unverified")]
+    attention = [r for r in rows if r["state"] in ("failed", "diverged", "blocked", "damaged", "unverified")]
+    attention += [{"name": n, "status": "ended at chance level (mean of its 10 best tests "
+                   f"{m['top1_top10_mean']:.4f} for {m['classes']} classes)"}
+                  for n, m in summary["nets"].items() if m.get("health") == "at chance"]
     missing = summary.get("missing", [])
     study_text = folder.study.path.read_bytes()
     provenance = {"generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results folder": str(folder.root.resolve()),

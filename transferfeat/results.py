@@ -1,25 +1,29 @@
 """Per-net metrics and the paper's series, from the logs under a results folder.
 
 The paper's statistic for a net is the mean of its 10 highest top-1 validation accuracies; a series
-point is the mean of that statistic over the nets at that point.
+point is the mean of that statistic over the nets at that point. A net that diverged (health.py) is
+scored on its tests before the divergence, marked, and left out of every series; one that ended at
+chance is marked.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
-import pickle
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .folder import StudyFolder, segment_order
-from .logs import merge, parse_segment
+from .health import divergence, near_chance
+from .logs import Segment, merge, parse_segment
 from .study import Net, Study
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 COLUMNS = ["iterations", "tests", "classes", "top1_last", "top1_best", "top1_top10_mean",
-           "val_loss_bottom10_mean", "train_loss_bottom10_mean", "engine"]
+           "val_loss_bottom10_mean", "train_loss_bottom10_mean", "engine", "health"]
 
 
 def _mean(values) -> float:
@@ -27,21 +31,31 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else None
 
 
-def metrics(log, net: Net) -> dict:
-    acc = list(log.accuracy.values())
-    vloss = list(log.val_loss.values())
-    loss = log.loss[1]
-    return {
+def metrics(log, net: Net, outputs: int) -> dict:
+    """A net's numbers from its log; a diverged net's from its tests before the divergence.
+    ``outputs``: the width of its last layer (what its loss is over)."""
+    diverged = divergence(log, outputs)
+    until = diverged.iteration if diverged else float("inf")
+    acc = [v for it, v in log.accuracy.items() if it < until]
+    vloss = [v for it, v in log.val_loss.items() if it < until]
+    its, loss = log.loss
+    loss = loss[(its < until) & np.isfinite(loss)]
+    top10 = _mean(sorted(acc, reverse=True)[:10])
+    out = {
         "iterations": log.iterations,
         "tests": len(acc),
         "classes": net.classes,
         "top1_last": acc[-1] if acc else None,
         "top1_best": max(acc) if acc else None,
-        "top1_top10_mean": _mean(sorted(acc, reverse=True)[:10]),
+        "top1_top10_mean": top10,
         "val_loss_bottom10_mean": _mean(sorted(vloss)[:10]),
         "train_loss_bottom10_mean": float(np.sort(loss)[:10].astype(np.float64).mean()) if len(loss) else None,
         "engine": log.engines,
+        "health": "diverged" if diverged else ("at chance" if near_chance(top10, net.classes) else "ok"),
     }
+    if diverged:
+        out.update(diverged_at=diverged.iteration, diverged=str(diverged))
+    return out
 
 
 # --------------------------------------------------------------------------- cache and parsing
@@ -52,7 +66,7 @@ def cache_dir() -> Path:
 
 
 def _cache_path(root: Path) -> Path:
-    return cache_dir() / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".pickle")
+    return cache_dir() / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".npz")
 
 
 def _key(p: Path):
@@ -64,6 +78,59 @@ def _parse_for_results(path):
     return parse_segment(path, lr=False)
 
 
+_ARRAYS = ("loss_its", "loss_vals", "test_its", "test_idx", "test_vals")
+
+
+def _save_cache(path: Path, segments: dict) -> None:
+    """The parsed segments as one .npz of plain arrays and a JSON index: nothing in it can run code
+    when read back (numpy refuses pickled objects: allow_pickle=False)."""
+    from . import atomic
+    index, parts = [], {k: [] for k in _ARRAYS}
+    for key, seg in segments.items():
+        tests = [(it, idx, v) for it, scores in seg.test.items() for idx, v in scores.items()]
+        index.append({"key": list(key), "path": seg.path, "test_names": seg.test_names, "seconds": seg.seconds,
+                      "first_iter": seg.first_iter, "last_iter": seg.last_iter, "engine": seg.engine,
+                      "losses": len(seg.loss[0]), "tests": len(tests)})
+        parts["loss_its"].append(np.asarray(seg.loss[0], np.int64))
+        parts["loss_vals"].append(np.asarray(seg.loss[1], np.float64))
+        parts["test_its"].append(np.array([t[0] for t in tests], np.int64))
+        parts["test_idx"].append(np.array([t[1] for t in tests], np.int64))
+        parts["test_vals"].append(np.array([t[2] for t in tests], np.float64))
+    buf = io.BytesIO()
+    np.savez(buf, index=np.frombuffer(json.dumps({"version": CACHE_VERSION, "segments": index}).encode(), np.uint8),
+             **{k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, buf.getvalue())
+    path.with_suffix(".pickle").unlink(missing_ok=True)      # an older tf's cache of the same folder
+
+
+def _load_cache(path: Path) -> dict:
+    """What ``_save_cache`` wrote ({} for anything else: another version, a damaged or foreign file)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            head = json.loads(z["index"].tobytes())
+            if head.get("version") != CACHE_VERSION:
+                return {}
+            arrays = {k: z[k] for k in _ARRAYS}
+        out, at_loss, at_test = {}, 0, 0
+        for e in head["segments"]:
+            n, m = e["losses"], e["tests"]
+            test = {}
+            for it, idx, v in zip(arrays["test_its"][at_test:at_test + m].tolist(),
+                                  arrays["test_idx"][at_test:at_test + m].tolist(),
+                                  arrays["test_vals"][at_test:at_test + m].tolist()):
+                test.setdefault(it, {})[idx] = v
+            loss = (arrays["loss_its"][at_loss:at_loss + n].astype(np.int32), arrays["loss_vals"][at_loss:at_loss + n])
+            out[tuple(e["key"])] = Segment(e["path"], loss=loss, test=test,
+                                           test_names={int(k): v for k, v in e["test_names"].items()},
+                                           seconds=e["seconds"], first_iter=e["first_iter"], last_iter=e["last_iter"],
+                                           engine=e["engine"])
+            at_loss, at_test = at_loss + n, at_test + m
+        return out
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return {}
+
+
 def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) -> dict:
     """Net name -> merged NetLog, for every net of the study with log files under ``root``."""
     root = Path(root)
@@ -71,14 +138,7 @@ def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) 
     files = {net.name: folder.net(net.name).logs() for net in study.nets.values()}
     files = {k: v for k, v in files.items() if v}
     cache_file = _cache_path(root)
-    cache = {}
-    if use_cache and cache_file.is_file():
-        try:
-            with open(cache_file, "rb") as f:
-                data = pickle.load(f)
-            cache = data["segments"] if data.get("version") == CACHE_VERSION else {}
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError):
-            cache = {}
+    cache = _load_cache(cache_file) if use_cache and cache_file.is_file() else {}
     keys = {p: _key(p) for paths in files.values() for p in paths}
     todo = [p for p, k in keys.items() if k not in cache]
     if todo:
@@ -91,24 +151,21 @@ def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) 
         for p, seg in zip(todo, parsed):
             cache[keys[p]] = seg
         if use_cache:
-            from . import atomic
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            live = {k: cache[k] for k in keys.values()}
-            atomic.write_bytes(cache_file, pickle.dumps({"version": CACHE_VERSION, "segments": live},
-                                                         protocol=pickle.HIGHEST_PROTOCOL))
+            _save_cache(cache_file, {k: cache[k] for k in keys.values()})
     return {name: merge([cache[keys[p]] for p in sorted(paths, key=segment_order)]) for name, paths in files.items()}
 
 
 def summarize(study: Study, logs: dict) -> dict:
     """The ``tf results --format json`` document: per-net metrics, series means and missing nets."""
     nets, points = {}, {}
+    outputs = study.config.datasets.classes
     for net in study.nets.values():
         log = logs.get(net.name)
         if log is None or not log.accuracy:
             continue
-        nets[net.name] = metrics(log, net)
-        if net.series:
-            points.setdefault(net.series, {}).setdefault(net.x, []).append(nets[net.name]["top1_top10_mean"])
+        nets[net.name] = m = metrics(log, net, outputs)
+        if net.series and m["health"] != "diverged" and m["top1_top10_mean"] is not None:
+            points.setdefault(net.series, {}).setdefault(net.x, []).append(m["top1_top10_mean"])
     series = {s: {str(x): _mean(v) for x, v in sorted(points[s].items())} for s in study.series() if s in points}
     missing = [n.name for n in study.nets.values() if n.name not in nets]
     return {"nets": nets, "series": series, "missing": missing}

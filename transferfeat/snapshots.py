@@ -88,13 +88,37 @@ def check_pair(netdir: NetFolder, iteration: int, learnable: dict = None, weight
     return model, state
 
 
+def pair_identity(netdir: NetFolder, listing: Listing, iteration: int, why: str) -> dict:
+    """What marks one snapshot pair as bad: its iteration and its solver state's digest (a pair
+    written again at that iteration is another pair), and why."""
+    return {"iteration": iteration, "sha256": digest(listing.solverstates[iteration])["sha256"], "why": why}
+
+
+def _bad(listing: Listing, iteration: int, exclude) -> str:
+    """Why the pair at ``iteration`` is one of the bad pairs ``exclude`` lists (None: it is not).
+    (An iteration alone, as tf 0.1 recorded it, still counts.)"""
+    marks = [b for b in exclude if (b.get("iteration") if isinstance(b, dict) else b) == iteration]
+    if not marks:
+        return None
+    sha = None
+    for b in marks:
+        if not isinstance(b, dict):
+            return "a retry from it crashed"
+        sha = sha or digest(listing.solverstates[iteration])["sha256"]
+        if b.get("sha256") == sha:
+            return b.get("why", "marked bad")
+    return None
+
+
 def resumable(netdir: NetFolder, listing: Listing, exclude=(), echo=None):
-    """The newest iteration whose pair is whole (None: none); each pair passed over is said to ``echo``."""
+    """The newest iteration whose pair is whole and not one of the bad pairs ``exclude`` lists (None:
+    none); each pair passed over is said to ``echo``."""
     learnable = None
     for it in sorted(listing.solverstates, reverse=True):
-        if it in exclude:
+        why = _bad(listing, it, exclude)
+        if why:
             if echo:
-                echo(f"{netdir.name}: passing over the snapshot at iteration {it}: a retry from it crashed")
+                echo(f"{netdir.name}: passing over the snapshot at iteration {it}: {why}")
             continue
         try:
             learnable = expected(netdir) if learnable is None else learnable

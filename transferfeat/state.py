@@ -19,11 +19,12 @@ from typing import Optional
 
 from . import atomic
 from .folder import NetFolder, StudyFolder
+from .health import divergence
 from .locks import FileLock
 from .snapshots import SnapshotError, check_record, read_record, record_done, resumable
 from .study import Net
 
-KINDS = ("not rendered", "done", "damaged", "running", "failed", "unverified", "blocked", "pending")
+KINDS = ("not rendered", "done", "damaged", "running", "diverged", "failed", "unverified", "blocked", "pending")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class NetState:
         return self.kind == "done"
 
     def phrase(self) -> str:
-        """One phrase: "done", "blocked on half0A", "pending (resumes at 20)"."""
+        """One phrase: "done", "blocked on half0A", "pending (resumes at 20)", "diverged at 1200"."""
+        if self.kind == "diverged" and self.attempt.get("diverged_at") is not None:
+            return f"diverged at {self.attempt['diverged_at']}"
         if self.blocked_on:
             return f"{self.kind} on {self.blocked_on}"
         if self.resumes_at is not None and self.kind == "pending":
@@ -91,9 +94,9 @@ def state_of(folder: StudyFolder, net: Net, base: Optional[NetState] = None, ech
     resume = resumable(d, listing, exclude=attempt.get("bad_snapshots", ()), echo=echo)
     if damage:
         return NetState(net.name, "damaged", record=record, problem=damage, resumes_at=resume, attempt=attempt)
-    if attempt.get("status") == "failed":
-        return NetState(net.name, "failed", problem="\n".join(attempt.get("last_lines", [])), resumes_at=resume,
-                        attempt=attempt)
+    if attempt.get("status") in ("failed", "diverged"):
+        return NetState(net.name, attempt["status"], problem="\n".join(attempt.get("last_lines", [])),
+                        resumes_at=resume, attempt=attempt)
     if max_iter in listing.snapshots:
         return NetState(net.name, "unverified", resumes_at=resume, attempt=attempt)
     if resume is None and net.base:
@@ -149,6 +152,9 @@ def status_rows(folder: StudyFolder, nets: list[Net], logs: dict, found: dict = 
     rows = []
     for net in nets:
         s, log = found[net.name], logs.get(net.name)
+        d = divergence(log, folder.study.config.datasets.classes) if log else None
+        if d and s.kind not in ("running", "diverged"):        # a log tf did not watch being written
+            s = replace(s, kind="diverged", problem=str(d), attempt={**s.attempt, "diverged_at": d.iteration})
         acc = log.accuracy if log else {}
         rows.append({"name": net.name, "state": s.kind, "status": s.phrase(), "iteration": log.iterations if log else 0,
                      "max_iter": folder.study.max_iter(net), "top1_latest": list(acc.values())[-1] if acc else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 import os
 import typing
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from typing import Optional, Union
 
 import yaml
 
+from .errors import Error, check_name, show
 from .families import REGISTRY, WHOLE_TRAIN, WHOLE_VALID, Dataset, Net, StudyError
-from .layers import LEARNABLE as LEARNABLE_TYPES, STUDY as STUDY_KINDS
+from .layers import LEARNABLE as LEARNABLE_TYPES, STUDY as STUDY_KINDS, STUDY_FIELDS
 from .resources import config_path, data_file
 
 STUDY_ENV = "TF_STUDY"
@@ -124,12 +126,12 @@ def _convert(tp, value, path: str):
         raise StudyError(errors[-1])
     if origin is tuple:
         if not isinstance(value, list):
-            raise StudyError(f"{path}: expected a list, got {value!r}")
+            raise StudyError(f"{path}: expected a list, got {show(value)}")
         (item,) = typing.get_args(tp)[:1]
         return tuple(_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise StudyError(f"{path}: expected a mapping, got {value!r}")
+            raise StudyError(f"{path}: expected a mapping, got {show(value)}")
         item = typing.get_args(tp)[1]
         return {k: _convert(item, v, f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
@@ -141,7 +143,7 @@ def _convert(tp, value, path: str):
     else:
         ok = isinstance(value, tp)
     if not ok:
-        raise StudyError(f"{path}: expected {tp.__name__}, got {value!r}")
+        raise StudyError(f"{path}: expected {tp.__name__}, got {show(value)}")
     return value
 
 
@@ -149,7 +151,7 @@ def _dataclass(cls, value, path: str):
     if value is None and not dataclasses.fields(cls):
         value = {}
     if not isinstance(value, dict):
-        raise StudyError(f"{path or 'top level'}: expected a mapping, got {value!r}")
+        raise StudyError(f"{path or 'top level'}: expected a mapping, got {show(value)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in value:
@@ -167,13 +169,13 @@ def _dataclass(cls, value, path: str):
 
 def _layer(value, path: str) -> ArchLayer:
     if not isinstance(value, dict):
-        raise StudyError(f"{path}: expected a mapping, got {value!r}")
+        raise StudyError(f"{path}: expected a mapping, got {show(value)}")
     for key in ("name", "type"):
         if key not in value:
             raise StudyError(f"{_join(path, key)}: missing key")
     kind = value["type"]
     if not isinstance(kind, str) or kind not in LAYER_KEYS:
-        raise StudyError(f"{path}.type: unknown layer type {kind!r} (valid: {', '.join(LAYER_KEYS)})")
+        raise StudyError(f"{path}.type: unknown layer type {show(kind)} (valid: {', '.join(LAYER_KEYS)})")
     params = []
     for key, v in value.items():
         if key in ("name", "type"):
@@ -188,7 +190,7 @@ def _layer(value, path: str) -> ArchLayer:
 def _families(value, path: str) -> dict:
     """The ``families:`` section: each key a registered family, its value that family's config."""
     if not isinstance(value, dict):
-        raise StudyError(f"{path}: expected a mapping, got {value!r}")
+        raise StudyError(f"{path}: expected a mapping, got {show(value)}")
     for key in value:
         if key not in REGISTRY:
             raise StudyError(f"{_join(path, key)}: unknown key (valid keys: {', '.join(REGISTRY)})")
@@ -196,9 +198,57 @@ def _families(value, path: str) -> dict:
             for key, fam in REGISTRY.items() if key in value}
 
 
+MAX_NODES = 20_000      # values a study file may expand to: a few hundred is usual; aliases can make billions
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+
+
+def _read_yaml(text: str):
+    """The YAML document, refused when its aliases expand it past MAX_NODES values (a small file of
+    nested aliases otherwise becomes a billion values, and so does every message that shows one)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    sizes: dict = {}
+
+    def size(n) -> int:
+        if id(n) not in sizes:
+            sizes[id(n)] = 0                    # a node inside itself counts once (the loader refuses it)
+            inner = [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else (
+                n.value if isinstance(n, yaml.SequenceNode) else [])
+            sizes[id(n)] = min(1 + sum(size(c) for c in inner), MAX_NODES + 1)
+        return sizes[id(n)]
+    if size(node) > MAX_NODES:
+        raise StudyError(f"its YAML expands to more than {MAX_NODES} values (aliases nested in aliases); "
+                         f"a study needs a few hundred")
+    return yaml.safe_load(text)
+
+
+def _name(value, what: str) -> None:
+    try:
+        check_name(value, what)
+    except Error as e:
+        raise StudyError(str(e)) from None
+
+
+def _layer_value(kind, key: str, value, path: str) -> None:
+    """A study layer's value is what its field in the layer table takes (so nothing else reaches a prototxt)."""
+    if key in ("weight_std", "bias"):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
+    else:
+        field = kind.fields[STUDY_FIELDS.get(key, key)]
+        if field.values:
+            ok, want = value in field.values, f"one of {', '.join(field.values)}"
+        elif field.kind == "float":
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
+        else:
+            ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a whole number"
+    if not ok:
+        raise StudyError(f"{path}: {show(value)} is not {want}")
+
+
 def _positive(value, path: str, zero_ok: bool = False) -> None:
     if value < 0 or (value == 0 and not zero_ok):
-        raise StudyError(f"{path}: {value} must be {'0 or more' if zero_ok else 'positive'}")
+        raise StudyError(f"{path}: {show(value)} must be {'0 or more' if zero_ok else 'positive'}")
 
 
 def _join(path: str, key) -> str:
@@ -242,12 +292,14 @@ class Study:
         if not path.is_file() and not path.suffix and config_path(f"{path}.yaml").is_file():
             path = config_path(f"{path}.yaml")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = _read_yaml(path.read_text(encoding="utf-8"))
         except OSError as e:
             raise StudyError(f"study file {path}: {e.strerror}") from None
         except UnicodeDecodeError as e:
             raise StudyError(f"study file {path}: not UTF-8 text (byte {e.start})") from None
         except yaml.YAMLError as e:
+            raise StudyError(f"study file {path}: {' '.join(str(e).split())[:300]}") from None
+        except StudyError as e:
             raise StudyError(f"study file {path}: {e}") from None
         try:
             config = _dataclass(Config, data, "")
@@ -259,6 +311,10 @@ class Study:
 
     @staticmethod
     def _check(c: Config) -> None:
+        for what, name in [("name", c.name), ("architecture.name", c.architecture.name)] + [
+                (f"architecture.layers[{i}].name", l.name) for i, l in enumerate(c.architecture.layers)] + [
+                (f"solvers.{show(k)}", k) for k in c.solvers]:
+            _name(name, what)
         names = [l.name for l in c.architecture.layers]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -269,7 +325,8 @@ class Study:
             for key, value in layer.params:
                 if key in ("num_output", "kernel", "stride", "group", "local_size") and (
                         not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                    raise StudyError(f"architecture.layers[{i}].{key}: {value!r} is not a positive integer")
+                    raise StudyError(f"architecture.layers[{i}].{key}: {show(value)} is not a positive integer")
+                _layer_value(STUDY_KINDS[layer.type], key, value, f"architecture.layers[{i}].{key}")
         if "default" not in c.solvers:
             raise StudyError(f"solvers.default: missing key (solvers: {', '.join(c.solvers)})")
         for name, s in c.solvers.items():
@@ -277,6 +334,8 @@ class Study:
                 _positive(getattr(s, key), f"solvers.{name}.{key}", zero_ok=key in ("display", "snapshot"))
             if not 0 < s.base_lr < float("inf"):
                 raise StudyError(f"solvers.{name}.base_lr: {s.base_lr} must be a positive number")
+            if s.lr_policy not in LR_POLICIES:
+                raise StudyError(f"solvers.{name}.lr_policy: {show(s.lr_policy)} is not one of {', '.join(LR_POLICIES)}")
             for key in ("gamma", "momentum", "weight_decay"):
                 if not 0 <= getattr(s, key) < float("inf"):
                     raise StudyError(f"solvers.{name}.{key}: {getattr(s, key)} must be a number, 0 or more")
@@ -289,8 +348,12 @@ class Study:
             _positive(getattr(i, key), f"input.{key}")
 
     def _check_catalog(self) -> None:
-        """Every base net and dataset a net names exists, and its solver."""
+        """Every net and dataset name is one tf accepts; every base net and dataset a net names
+        exists, and its solver."""
+        for name in self.dataset_specs:
+            _name(name, "a dataset's name")
         for net in self.nets.values():
+            _name(net.name, f"families.{net.family}: a net's name")
             if net.base and net.base not in self.nets:
                 raise StudyError(f"families.{net.family}: net {net.name} needs base net {net.base}, "
                                  f"which no family of the study makes")
@@ -349,7 +412,7 @@ class Study:
         except KeyError:
             close = difflib.get_close_matches(name, self.nets, n=5, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise StudyError(f"unknown net {name!r} in study {self.config.name!r}{hint}") from None
+            raise StudyError(f"unknown net {show(name)} in study {self.config.name!r}{hint}") from None
 
     def select(self, patterns=()) -> list[Net]:
         """Nets matching any of the glob ``patterns`` (all nets when there are none), in catalog order."""
@@ -362,7 +425,7 @@ class Study:
                 continue
             hits = fnmatch.filter(self.nets, p)
             if not hits:
-                raise StudyError(f"no net of study {self.config.name!r} matches {p!r}")
+                raise StudyError(f"no net of study {self.config.name!r} matches {show(p)}")
             chosen.update(hits)
         return [n for n in self.nets.values() if n.name in chosen]
 

@@ -24,9 +24,14 @@ from .engines import Engine
 from .errors import Error
 from .folder import NetFolder, StudyFolder
 from .logs import merge, parse_segment
-from .snapshots import SnapshotError, check_record, expected, record_done
+from .health import Divergence, divergence
+from .snapshots import SnapshotError, check_record, expected, pair_identity, record_done
 from .state import Lock, NetState, adopt, read_attempt, state_of, write_attempt
 from .study import Net
+
+
+# Signals a trainer dies of by its own error (glog's fatal aborts, crashes); any other is from outside.
+OWN_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
 
 
 class NotReady(Error):
@@ -73,6 +78,9 @@ def pair_bytes(netdir: NetFolder) -> int:
     return 2 * 4 * sum(math.prod(s) for blobs in expected(netdir).values() for s in blobs) + 65536
 
 
+DISK_POLL = 0.5          # seconds between looks at a training net's free disk (statvfs: cheap)
+
+
 def disk_room(netdir: NetFolder, need: int):
     """None when the net's disk has room for ``need`` bytes, else a message saying so."""
     free = shutil.disk_usage(netdir.path).free
@@ -100,6 +108,8 @@ class Attempt:
     pair_bytes: int = 0
     stop_reason: Optional[str] = None
     finish_lines: list = field(default_factory=list)      # what finish() recorded as the outcome's cause
+    outputs: int = 1000                 # the width of the net's last layer: its divergence bound
+    diverged: Optional[Divergence] = None
 
     def start(self) -> None:
         self.lock = Lock(self.dir)
@@ -136,10 +146,19 @@ class Attempt:
         return why
 
     def finish(self, rc: int) -> str:
-        """Verify and record the outcome: 'done', 'interrupted' (stopped cleanly) or 'failed'."""
+        """Verify and record the outcome: 'done', 'diverged', 'interrupted' (stopped cleanly) or 'failed'.
+        A pair is marked bad (by its identity, not its iteration) only when the trainer failed by its
+        own error straight after resuming from it, or was written after the net diverged; a trainer
+        killed from outside (a signal: OOM killer, scheduler, SIGKILL) costs no pair."""
         listing = self.dir.scan()
-        extra, lines = {}, []
-        if self.max_iter in listing.snapshots:
+        extra, lines, bad = {}, [], []
+        self.diverged = self.diverged or divergence(parse_segment(self.log, lr=False), self.outputs)
+        if self.diverged:
+            status, lines = "diverged", [str(self.diverged)]
+            extra["diverged_at"] = self.diverged.iteration
+            bad = [pair_identity(self.dir, listing, it, f"written after the net diverged at {self.diverged.iteration}")
+                   for it in listing.solverstates if it >= self.diverged.iteration]
+        elif self.max_iter in listing.snapshots:
             try:
                 record_done(self.dir, self.max_iter, **self._describe())
                 status = "done"
@@ -147,11 +166,15 @@ class Attempt:
                 status, lines = "failed", [f"the final snapshot is not whole: {e}"]
         elif self.stopping or rc == 0:
             status, lines = "interrupted", [self.stop_reason] if self.stop_reason else tail(self.log)
+        elif rc < 0 and -rc not in OWN_SIGNALS:
+            status, lines = "failed", [f"the trainer was killed by {signal.Signals(-rc).name} (from outside: the "
+                                       f"out-of-memory killer, a scheduler, a lost node?); no snapshot is lost"]
         else:
             status, lines = "failed", failure_lines(self.log)
             if self.resumed_from is not None and max(listing.solverstates, default=-1) <= self.resumed_from:
-                bad = sorted(set(read_attempt(self.dir).get("bad_snapshots", [])) | {self.resumed_from})
-                extra["bad_snapshots"] = bad         # the next attempt resumes from an older pair
+                bad = [pair_identity(self.dir, listing, self.resumed_from, "a retry from it crashed")]
+        if bad:                                  # the next attempt resumes from an older pair
+            extra["bad_snapshots"] = read_attempt(self.dir).get("bad_snapshots", []) + bad
         write_attempt(self.dir, status=status, exit_code=rc, last_lines=lines,
                       seconds=round(time.time() - self.started, 1), **extra)
         self.finish_lines = lines
@@ -160,8 +183,13 @@ class Attempt:
         return status
 
     def progress(self) -> dict:
-        """Iteration, latest val accuracy and ETA from this attempt's log."""
+        """Iteration, latest val accuracy and ETA from this attempt's log; a trainer whose log shows
+        it diverging is stopped."""
         seg = parse_segment(self.log, lr=False)
+        found = divergence(seg, self.outputs)
+        if found and not self.diverged:
+            self.diverged = found
+            self.stop(f"stopped: {found}")
         it = seg.last_iter or (self.resumed_from or 0)
         acc = list(merge([seg]).accuracy.values())
         start = seg.first_iter if seg.first_iter is not None else it
@@ -201,7 +229,8 @@ def prepare(folder: StudyFolder, net: Net, engine: Engine, state: NetState, base
     solverstate = f"{d.scan().solverstates[resume].name}" if resume is not None else None
     launch = engine.prepare(d, resume=solverstate, weights=weights, gpu=gpu, threads=threads)
     return Attempt(net, d, engine, launch, d.new_log(), folder.study.max_iter(net), resume,
-                   device=f"gpu{gpu}" if gpu is not None else "cpu", pair_bytes=pairs)
+                   device=f"gpu{gpu}" if gpu is not None else "cpu", pair_bytes=pairs,
+                   outputs=folder.study.config.datasets.classes)
 
 
 def read_for_attempt(folder: StudyFolder, net: Net, echo=print) -> tuple[NetState, Optional[NetState]]:
@@ -228,16 +257,24 @@ def train(folder: StudyFolder, net: Net, engine: Engine, gpu=None, echo=print, i
     previous = {s: signal.signal(s, lambda *_: att.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         att.start()
+        last = time.time()
         while True:
             try:
-                rc = att.proc.wait(timeout=interval)
+                rc = att.proc.wait(timeout=DISK_POLL)
                 break
             except subprocess.TimeoutExpired:
                 att.watch_disk()
+                if time.time() - last >= interval:
+                    att.progress()
+                    last = time.time()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     status = att.finish(rc)
+    if status == "diverged":
+        raise Error(f"net {net.name} {att.diverged}; it is not done, and its dependants wait. Lower the learning "
+                    f"rate in {att.dir.solver} (or find the cause in {att.log}); `tf train` then resumes it from "
+                    f"before the divergence")
     if status == "done":
         echo(f"{net.name}: done ({att.dir.scan().snapshots[att.max_iter].name})")
     elif status == "interrupted":

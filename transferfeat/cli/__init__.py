@@ -108,7 +108,8 @@ def render(ctx, globs, root, data_root, dialect, image_data, images):
 @command()
 @globs_argument
 @click.option("--gpu-counts", default="1,4,8,64", show_default=True, help="GPU counts to plan for, comma-separated.")
-@click.option("--days-per-net", type=float, default=9.5, show_default=True, help="Days for a full-length net (paper: ~9.5 on a K20).")
+@click.option("--days-per-net", type=click.FloatRange(0, min_open=True), default=9.5, show_default=True,
+              help="Days for a full-length net (paper: ~9.5 on a K20).")
 @fmt_option("table", "json")
 def plan(ctx, globs, gpu_counts, days_per_net, fmt):
     """The dependency DAG and schedule estimates: per-net dependencies against block barriers.
@@ -404,8 +405,8 @@ def report(ctx, root, out, compare, label, compare_label, no_cache):
     folder = folder_of(ctx, root, must_exist=True)
     logs = parse_root(folder.study, root, use_cache=not no_cache)
     summary = summarize(folder.study, logs)
-    if not summary["nets"]:
-        raise Error(f"no net of study {folder.study.config.name!r} has logs under {root}")
+    if not summary["nets"] and not folder.rendered():         # nets that failed before a test still get a report
+        raise Error(f"no net of study {folder.study.config.name!r} is rendered or has logs under {root}")
     other, labels = compared(ctx, folder.study, root, compare, label, compare_label, no_cache)
     size = write(folder, summary, logs, status_rows(folder, list(folder.study.nets.values()), logs), out, other, labels)
     click.echo(f"wrote {out} ({size / 1024:.0f} KB)")

@@ -31,6 +31,7 @@ class Engine:
     extend the rest), and are built from the CLI's engine options by ``configure``."""
     name = ""
     stop_signal = signal.SIGINT           # "snapshot, then stop"
+    holds_stop = False                    # its program unblocks the stop signal once it can honour it
 
     @classmethod
     def configure(cls, caffe=None, precision: str = "fp32") -> "Engine":
@@ -60,7 +61,8 @@ class Engine:
         with open(log, "wb") as out:
             return subprocess.Popen(launch.argv, cwd=netdir.path, stdout=out, stderr=subprocess.STDOUT,
                                     env={**(env or procs.environ()), **launch.env}, start_new_session=True,
-                                    pass_fds=tuple(keep_fds), preexec_fn=procs.child_setup(self.stop_signal))
+                                    pass_fds=tuple(keep_fds),
+                                    preexec_fn=procs.child_setup(self.stop_signal, self.holds_stop))
 
     def stop(self, proc: subprocess.Popen) -> None:
         """Ask the attempt to snapshot and stop."""

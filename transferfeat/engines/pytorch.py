@@ -29,6 +29,7 @@ def torch_module():
 class TorchEngine(Engine):
     name = "torch"
     precisions = PRECISIONS
+    holds_stop = True           # the trainer unblocks SIGINT once its handler is in place (__main__)
 
     def __init__(self, precision: str = "fp32"):
         self.precision = check_precision(precision)

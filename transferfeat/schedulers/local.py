@@ -18,7 +18,7 @@ from ..folder import StudyFolder
 from ..plan import schedule
 from ..state import Lock, adopt, adopt_all, state_of, states
 from ..study import Net
-from ..training import Attempt, prepare
+from ..training import DISK_POLL, Attempt, prepare
 
 
 @dataclass
@@ -99,6 +99,7 @@ class Pool:
         pending = list(plan.order)
         after = dict(plan.after)
         free = list(self.devices)
+        reported = time.time()
         previous = {s: signal.signal(s, self.stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
@@ -123,9 +124,15 @@ class Pool:
                 if not self.running and (self.stop_requested or not self.waiting):
                     break
                 try:
-                    att, rc, device = self.events.get(timeout=self.interval)
+                    att, rc, device = self.events.get(timeout=min(DISK_POLL, self.interval))
                 except queue.Empty:
-                    self._report()
+                    for name, running in sorted(self.running.items()):
+                        why = running.watch_disk()
+                        if why:
+                            self.echo(f"stop   {name}: {why}")
+                    if time.time() - reported >= self.interval:
+                        self._report()
+                        reported = time.time()
                     continue
                 free.append(device)
                 self._finished(att, rc, pending, summary)
@@ -167,6 +174,11 @@ class Pool:
             self.done.add(name)
             summary.done.append(name)
             self.echo(f"done   {name} ({time.time() - att.started:.0f}s)")
+        elif status == "diverged":
+            pending.remove(att.net)
+            summary.failed[name] = {"exit_code": rc, "last_lines": att.finish_lines}
+            self.echo(f"FAIL   {name}: {att.diverged} (not retried: a rerun resumes from before it)")
+            self._block(name, pending, summary, "diverged")
         elif status == "interrupted" or self.stop_requested:
             pending.remove(att.net)
             summary.interrupted.append(name)
@@ -185,7 +197,7 @@ class Pool:
         """The base net is done (verified and recorded)."""
         return base is None or base in self.done
 
-    def _block(self, failed: str, pending: list, summary: Summary) -> None:
+    def _block(self, failed: str, pending: list, summary: Summary, how: str = "failed") -> None:
         """The pending nets that wait, directly or not, for ``failed``."""
         blockers = {failed}
         for net in list(pending):                 # bases come before their dependants
@@ -194,13 +206,11 @@ class Pool:
                 pending.remove(net)
                 summary.blocked[net.name] = net.base
                 self.echo(f"block  {net.name}: its base net {net.base} "
-                          f"{'failed' if net.base == failed else 'is blocked'}")
+                          f"{how if net.base == failed else 'is blocked'}")
 
     def _report(self) -> None:
+        """Each running net's progress (a net whose log shows it diverging is stopped)."""
         for name, att in sorted(self.running.items()):
-            why = att.watch_disk()
-            if why:
-                self.echo(f"stop   {name}: {why}")
             p = att.progress()
             acc = f"{p['accuracy']:.3f}" if p["accuracy"] is not None else "-"
             eta = f"{p['eta']:.0f}s" if p["eta"] is not None else "-"

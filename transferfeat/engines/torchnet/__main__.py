@@ -1,20 +1,31 @@
-"""The torch engine as a program, with `caffe train` and `caffe test`'s options and output."""
+"""The torch engine as a program, with `caffe train` and `caffe test`'s options and output. Every
+failure ends in one glog ``F`` line ("Check failed: …") and exit code 1, never a Python traceback."""
 from __future__ import annotations
 
 import signal
 import sys
-from importlib.metadata import version
-from pathlib import Path
 
-import torch
+# Signals are heard from the first moment (importing torch takes a second or two): a stop asked for
+# then is honoured once the solver exists, instead of a KeyboardInterrupt traceback. tf starts this
+# program with SIGINT blocked (procs.child_setup), so one sent during the interpreter's own start-up
+# waits until here.
+EARLY: list = []
+signal.signal(signal.SIGINT, lambda *_: EARLY.append("stop"))
+signal.signal(signal.SIGHUP, lambda *_: EARLY.append("snapshot"))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
 
-from ...errors import Error
-from ...netspec import read as read_spec
-from . import check_precision
-from .feed import Feed
-from .glog import Log, g
-from .model import Model, copy_weights
-from .solver import Solver, score, set_precision
+from importlib.metadata import version  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from ...errors import Error  # noqa: E402
+from ...netspec import read as read_spec  # noqa: E402
+from . import check_precision  # noqa: E402
+from .feed import Feed  # noqa: E402
+from .glog import Log, g  # noqa: E402
+from .model import Model, copy_weights  # noqa: E402
+from .solver import Solver, score, set_precision  # noqa: E402
 
 USAGE = ("usage: torchnet train -solver FILE [-snapshot S | -weights W] [-gpu N] [-precision P] | "
          "test -model FILE -weights W [-iterations K] [-gpu N] [-precision P]")
@@ -55,13 +66,17 @@ def main(argv=None) -> int:
         solver = Solver(args["solver"], device, args["precision"], log)
         signal.signal(signal.SIGINT, lambda *_: setattr(solver, "stop_requested", True))
         signal.signal(signal.SIGHUP, lambda *_: setattr(solver, "snapshot_requested", True))
+        solver.stop_requested = "stop" in EARLY
         if args.get("weights") and not args.get("snapshot"):
             solver.copy_weights(args["weights"])
         solver.solve(resume=args.get("snapshot"))
         log("Optimization Done.", "caffe.cpp:250")
         return 0
-    except (Error, OSError, KeyError, ValueError) as e:
+    except Error as e:
         log(f"Check failed: {e}", "torchnet.py:0", "F")
+        return 1
+    except Exception as e:                              # noqa: BLE001 - torch's own errors, one line too
+        log(f"Check failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}", "torchnet.py:0", "F")
         return 1
 
 

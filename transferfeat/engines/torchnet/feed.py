@@ -22,6 +22,18 @@ from ...netspec import NetSpec
 from .glog import Log
 
 
+def record(value) -> tuple:
+    """(C×H×W uint8 pixels, label) of one Datum record; Error for bytes that are not one."""
+    try:
+        d = Datum.from_bytes(value)
+        img = datum_image(d)
+    except ValueError as e:                          # OpenCV could not decode an encoded one
+        raise Error(str(e)) from None
+    if d.label is None:
+        raise Error("datum without a label")
+    return img, d.label
+
+
 class Feed:
     """Batches of one net's data layer, prefetched by a background thread (bounded queue)."""
 
@@ -66,11 +78,9 @@ class Feed:
             with self.env.begin(buffers=False) as txn:
                 for key, value in txn.cursor():
                     try:
-                        d = Datum.from_bytes(value)
-                        img, label = datum_image(d), d.label
-                    except (Error, ValueError) as e:
+                        yield record(value)
+                    except Error as e:
                         raise Error(f"{self.source}: record {bytes(key).decode(errors='replace')}: {e}") from None
-                    yield img, label
             self.log("Restarting data prefetching from start.", "data_layer.cpp:73")
 
     def _image_records(self):
@@ -107,7 +117,7 @@ class Feed:
         if self.mean is not None:
             mean = self.mean
             if mean.shape[1] > 1:
-                if mean.shape[0] != c or mean.shape[1] < h_off + out.shape[1] or mean.shape[2] < w_off + out.shape[2]:
+                if mean.shape != (c, h, w):                  # as Caffe's DataTransformer checks
                     raise Error(f"{self.source}: the mean image is {'x'.join(map(str, mean.shape))}, "
                                 f"the images {c}x{h}x{w}")
                 mean = mean[:, h_off:h_off + out.shape[1], w_off:w_off + out.shape[2]]

@@ -125,6 +125,10 @@ class Model:
             if not layer.params:
                 continue
             if share is not None and layer.name in share.params:
+                shared = [tuple(x.shape) for x in share.params[layer.name]]
+                if shared != [tuple(s) for s in layer.params]:
+                    raise Error(f"{spec.path}: line {layer.line}: layer {layer.name!r} has parameters of shape "
+                                f"{[tuple(s) for s in layer.params]}, the train net's are {shared}")
                 self.params[layer.name] = share.params[layer.name]
                 continue
             self.params[layer.name] = [fill(layer, i, shape, gen).to(device) for i, shape in enumerate(layer.params)]

@@ -5,6 +5,8 @@ step-by-step checks against Caffe drive); ``score`` the one scoring loop of in-t
 ``tf test``."""
 from __future__ import annotations
 
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -146,13 +148,16 @@ class Solver:
         self._smooth(loss)
         rate = self.rate()
         s = self.s
-        if s["display"] and self.iter % s["display"] == 0:
+        finite = math.isfinite(loss)
+        if (s["display"] and self.iter % s["display"] == 0) or not finite:
             lapse = time.time() - self._timer
             per_s = (self.iter - self._last) / (lapse or 1)
             self.log(f"Iteration {self.iter} ({g(per_s)} iter/s, {lapse:.3g}s/{s['display']} iters), "
                      f"loss = {g(self.smoothed)}", "solver.cpp:239")
             self._timer, self._last = time.time(), self.iter
             self.log(f"Iteration {self.iter}, lr = {g(rate)}", "sgd_solver.cpp:112")
+        if not finite:
+            raise Error(f"the training loss is {g(loss)} at iteration {self.iter}: the net diverged")
         self.apply_update(rate)
         self.iter += 1
         return loss
@@ -186,6 +191,7 @@ class Solver:
                 break
             if (s["snapshot"] and self.iter % s["snapshot"] == 0) or self.snapshot_requested:
                 self.snapshot_requested = False
+                self.stop_if_no_room()
                 self.snapshot()
             if self.stop_requested:
                 break
@@ -217,9 +223,27 @@ class Solver:
                 extra = f" (* {g(weight)} = {g(weight * mean)} loss)" if weight else ""
                 self.log(f"    Test net output #{k}: {name} = {g(mean)}{extra}", "solver.cpp:414")
                 results.append((name, mean))
+            bad = [name for name, mean, weight in means if weight and not math.isfinite(mean)]
+            if bad:
+                raise Error(f"the test loss {bad[0]} is {g(dict((n, m) for n, m, _ in means)[bad[0]])} at iteration "
+                            f"{self.iter}: the net diverged")
         return results
 
     # -- files
+    def pair_bytes(self) -> int:
+        """Disk one snapshot pair takes (weights and history, 4 bytes a value, and the headers)."""
+        return 2 * 4 * sum(t.numel() for _, _, t, _, _ in self.net.learnable()) + 65536
+
+    def stop_if_no_room(self) -> None:
+        """Before a snapshot: with room for fewer than two pairs on the disk, this snapshot is the
+        last, then stop (tf's own watch, every half second, can be too slow when snapshots are
+        frequent: the trainer checks at every one)."""
+        free = shutil.disk_usage(self.folder).free
+        if free < 2 * self.pair_bytes() and not self.stop_requested:
+            self.log(f"stopping: the disk holding {self.folder} has {free / 2**20:.1f} MiB free, room for fewer "
+                     f"than two snapshot pairs ({2 * self.pair_bytes() / 2**20:.1f} MiB)", "solver.cpp:0", "W")
+            self.stop_requested = True
+
     def copy_weights(self, path) -> None:
         copy_weights(self.net, self.folder / path, self.log)
 

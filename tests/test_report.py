@@ -154,46 +154,79 @@ def test_report_in_a_real_browser(shared, page, tmp_path, monkeypatch):
                                   "--compare-label", "authors again"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     size = out.stat().st_size
-    assert 100_000 < size < 600_000, size                       # a few hundred KB for 170 nets
+    assert 100_000 < size < 800_000, size                       # a few hundred KB for 170 nets
     text = out.read_text()
     assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text   # nothing to fetch
-    if True:
+    shots = {}
+    for width in (1400, 800):
+        page.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
         page.call("Page.navigate", url=out.as_uri())
         page.wait_for("Page.loadEventFired")
-        assert page.js("document.querySelectorAll('figure svg').length") == 5
-        assert page.js("document.querySelectorAll('#nets tbody tr').length") == 170
-        assert page.js("document.getElementById('shown').textContent") == "170 of 170 nets"
-        # sorting: by the paper's statistic, descending on a second click
-        page.js("document.querySelector(\"th[data-key='top10']\").click()")
-        page.js("document.querySelector(\"th[data-key='top10']\").click()")
-        values = page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.children[9].textContent)"
-                         ".filter(v => v)")
-        assert values == sorted(values, key=float, reverse=True) and len(values) == 148
-        # filtering
-        page.js("const f = document.getElementById('filter'); f.value = 'transfer-ft'; f.dispatchEvent(new Event('input'))")
-        assert page.js("document.getElementById('shown').textContent") == "42 of 170 nets"
-        page.js("const g = document.getElementById('filter'); g.value = 'netbase'; g.dispatchEvent(new Event('input'))")
-        assert page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.dataset.name)") == ["netbase"]
-        # curves on demand
-        page.js("document.querySelector('#nets tbody tr.net').click()")
-        assert page.js("document.querySelectorAll('tr.curves svg.curve polyline').length") == 3
-        assert page.js("document.querySelector('#provenance').textContent").count("sha256") == 1
-        shot = page.call("Page.captureScreenshot", format="png")
-        errors, requests = page.errors(), page.requests()
+        assert page.js("document.documentElement.scrollWidth") <= width, width      # no horizontal overflow
+        assert page.js("document.querySelectorAll('figure svg').length") == 4       # each figure once
+        assert page.js("Array.from(document.querySelectorAll('figure')).map(f => f.id)") == [
+            "fig2_top", "fig2_bottom_annotated", "fig3", "reduced"]
+        widths = page.js("Array.from(document.querySelectorAll('figure svg')).map(s => Math.round(s.getBoundingClientRect().width))")
+        assert len(set(widths)) == 1 and widths[0] >= min(width, 1120) - 100, widths   # one size, the page's width
+        summary = page.js("document.querySelector('#summary').textContent")
+        assert "transfer AnB at n = 7" in summary and "0.542" in summary and "-0.083 vs baseB 0.625" in summary
+        assert "authors again" in summary                                          # --compare: their numbers beside
+        assert page.js("document.querySelector('.about').textContent").count("selffer") >= 1
+        smallest = page.js("Math.min(...Array.from(document.querySelectorAll('p, td, th, figcaption, li'))"
+                           ".map(e => parseFloat(getComputedStyle(e).fontSize)))")
+        assert smallest >= 12, smallest
+        shots[width] = page.call("Page.captureScreenshot", format="png")
+    assert page.js("document.querySelectorAll('#nets tbody tr').length") == 170
+    assert page.js("document.getElementById('shown').textContent") == "170 of 170 nets"
+    status = page.js("Object.fromEntries(Array.from(document.querySelectorAll('#nets tbody tr'))"
+                     ".map(r => [r.dataset.name, r.children[5].textContent]))")
+    assert status["half0A"] == "trained (logs only)" and status["transfer0A0B_1_1"] == "trained (logs only)"
+    assert status["transfer-ft0B0A_1_1"] == "no log (not rendered)"
+    assert not any("not rendered" in s and not s.startswith("no log") for s in status.values())
+    flags = page.js("Object.fromEntries(Array.from(document.querySelectorAll('#nets tbody tr'))"
+                    ".map(r => [r.dataset.name, r.children[6].textContent]))")
+    assert sorted(n for n, f in flags.items() if f == "at chance") == [
+        "nolearn_1_3", "reduced-0005", "reduced-0010", "reduced-0025", "reduced-0050", "reduced-0100"]
+    attention = page.js("document.getElementById('attention').textContent")
+    assert "reduced-0005" in attention and "blocked" not in attention and "pending" not in attention
+    # sorting: by the paper's statistic, descending on a second click
+    page.js("document.querySelector(\"th[data-key='top10']\").click()")
+    page.js("document.querySelector(\"th[data-key='top10']\").click()")
+    values = page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.children[10].textContent)"
+                     ".filter(v => v)")
+    assert values == sorted(values, key=float, reverse=True) and len(values) == 148
+    # filtering
+    page.js("const f = document.getElementById('filter'); f.value = 'transfer-ft'; f.dispatchEvent(new Event('input'))")
+    assert page.js("document.getElementById('shown').textContent") == "42 of 170 nets"
+    page.js("const g = document.getElementById('filter'); g.value = 'netbase'; g.dispatchEvent(new Event('input'))")
+    assert page.js("Array.from(document.querySelectorAll('#nets tbody tr')).map(r => r.dataset.name)") == ["netbase"]
+    # one net's curves, with axes and units
+    page.js("document.querySelector('#nets tbody tr.net').click()")
+    assert page.js("document.querySelectorAll('tr.curves svg.curve polyline').length") == 3
+    labels = page.js("document.querySelector('tr.curves').textContent")
+    assert "iteration" in labels and "top-1" in labels and "loss" in labels
+    # the overview: a small chart for every net with logs, by family
+    assert page.js("document.querySelectorAll('#overview .mini').length") == 148
+    assert page.js("document.querySelectorAll('#overview h3').length") == 8
+    prov = page.js("document.querySelector('#provenance').textContent")
+    assert "command" in prov and "transferfeat" in prov and "sha256" in prov and "not found" not in prov
+    assert page.js("document.querySelectorAll('#logs tr').length") > 300                 # every log's digest
+    errors, requests = page.errors(), page.requests()
     assert errors == []
-    assert requests == [out.as_uri()]                              # the page itself, nothing else
+    assert set(requests) == {out.as_uri()}                         # the page itself, nothing else
     import numpy as np
-    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("L"))
-    assert img.shape == (900, 1280)
-    cells = [img[y:y + 150, x:x + 160] for x in range(0, 1280, 160) for y in range(0, 900, 150)]
-    inked = sum(1 for c in cells if (c < 200).sum() > 50)
-    assert inked >= len(cells) // 3, inked                        # the heading and the first figure are drawn
+    for width, shot in shots.items():
+        img = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("L"))
+        assert img.shape == (900, width)
+        cells = [img[y:y + 150, x:x + 100] for x in range(0, width, 100) for y in range(0, 900, 150)]
+        inked = sum(1 for c in cells if (c < 200).sum() > 50)
+        assert inked >= len(cells) // 4, (width, inked)           # the heading, the text, the numbers are drawn
 
 
 def test_report_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(main, ["report", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "r.html")])
-    assert r.exit_code == 1 and "has logs" in r.output and not (tmp_path / "r.html").exists()
+    assert r.exit_code == 1 and "is rendered or has logs" in r.output and not (tmp_path / "r.html").exists()
 
 
 def test_a_browser_that_fails_to_start_leaves_no_process(tmp_path):

@@ -81,8 +81,9 @@ def test_cache_is_used_and_invalidated(tmp_path, cache_home):
 
 
 def rows(path):
+    """A figure's data file, past its provenance header (lines starting with "#")."""
     import csv
-    return list(csv.DictReader(open(path)))
+    return list(csv.DictReader(line for line in open(path) if not line.startswith("#")))
 
 
 def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
@@ -91,8 +92,8 @@ def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
     names = sorted(p.name for p in (tmp_path / "figs").iterdir())
     stems = ["fig2_top", "fig2_bottom", "fig2_bottom_annotated", "fig3", "reduced"]
     pres = [f"pres_{i:02d}" for i in range(7)]
-    assert names == sorted([f"{s}.{e}" for s in stems for e in ("png", "pdf", "csv")] +
-                           [f"{s}.{e}" for s in pres for e in ("png", "pdf")])
+    assert names == sorted([f"{s}.{e}" for s in stems + pres for e in ("png", "pdf", "csv")
+                            if (s, e) != ("fig2_bottom_annotated", "csv")])    # fig2_bottom.csv holds both
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in names if not n.endswith(".csv"))
     study = Study.load()
     with_logs = [d for d in (shared / "results").iterdir() if any(p.suffix == ".gz" for p in d.iterdir())]
@@ -107,6 +108,7 @@ def test_plot_writes_every_figure_and_its_data(shared, tmp_path):
 
 def test_presentation_frames_build_up_as_the_authors_do(shared):
     """pres_00…06 as the authors' result_transfer_pres_*: nets, then means and regions, then BnB⁺, then AnB⁺."""
+    import matplotlib.pyplot as plt
     from transferfeat.plots import PRES, fig2_top
     study = Study.load()
     summary = summarize(study, parse_root(study, shared / "results"))
@@ -116,6 +118,9 @@ def test_presentation_frames_build_up_as_the_authors_do(shared):
         kinds = {(r[1], r[2]) for r in data.rows}
         shown.append(({s for s, k in kinds if k == "net"}, {s for s, k in kinds if k == "mean"},
                       {s for s, k in kinds if k == "region"}, fig.axes[0].get_ylim()))
+        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert fig.axes[0].get_legend()._loc == 3, legend                         # lower left, in every frame
+        plt.close(fig)
     nets, means, regions, ylims = zip(*shown)
     bnb, anb, bnb_plus, anb_plus = "selffer_BnB", "transfer_AnB", "selffer_BnB_plus", "transfer_AnB_plus"
     assert nets == ({"baseB", bnb, anb}, {"baseB", bnb, anb}, set(), {bnb_plus}, set(), {anb_plus}, set())
@@ -134,21 +139,57 @@ def test_figure_data_are_the_notebooks_numbers(shared, tmp_path):
     assert abs(means[("transfer_AnB_plus", "7")] - 0.646) < 0.002
     counts = {(r["series"], r["x"]): (r["nets"], r["of"]) for r in rows(tmp_path / "fig2_bottom.csv") if r["kind"] == "mean"}
     assert counts[("transfer_AnB", "7")] == ("8", "8") and counts[("selffer_BnB_plus", "1")] == ("1", "2")
-    regions = {r["series"] for r in rows(tmp_path / "fig2_bottom_annotated.csv") if r["kind"] == "region"}
+    names = {(r["series"], r["x"]): r["net_names"] for r in rows(tmp_path / "fig2_bottom.csv") if r["kind"] == "mean"}
+    assert names[("selffer_BnB_plus", "1")] == "transfer-ft0A0A_1_1"               # the net behind the point
+    regions = {r["series"] for r in rows(tmp_path / "fig2_bottom.csv") if r["kind"] == "region"}
     assert regions == {"region 2", "region 3", "region 4", "region 5"}          # the paper's numbering
+    assert not (tmp_path / "fig2_bottom_annotated.csv").exists()                 # one file for both figures
+    head = [l for l in open(tmp_path / "fig2_bottom.csv") if l.startswith("#")]
+    assert any("# source: " in l for l in head) and any("also drawn by: fig2_bottom_annotated" in l for l in head)
     rel = {(r["series"], r["x"]): float(r["y"]) for r in rows(tmp_path / "fig3.csv") if r["panel"] == "relative"}
+    rel_counts = {(r["series"], r["x"]): (r["nets"], r["of"]) for r in rows(tmp_path / "fig3.csv") if r["panel"] == "relative"}
+    assert rel_counts[("mean AnB, random splits", "7")] == ("8", "8") and rel_counts[("mean AnB, m/n split", "7")] == ("2", "2")
     assert abs(rel[("mean AnB, random splits", "7")] - (-0.083)) < 0.001        # acc - ref, not acc/ref - 1
     assert abs(rel[("mean AnB, m/n split", "7")] - (-0.25)) < 0.005
     nm = {(r["series"], r["x"]): float(r["y"]) for r in rows(tmp_path / "fig3.csv") if r["panel"] == "natman"}
     assert abs(nm[("natman_to_natural", "0")] - 0.653) < 0.001 and abs(nm[("natman_to_natural", "7")] - 0.399) < 0.001
-    top = [r for r in rows(tmp_path / "fig2_top.csv")]
-    assert len(top) == sum(1 for r in rows(tmp_path / "fig2_top.csv"))
+    top = rows(tmp_path / "fig2_top.csv")
+    study = Study.load()
+    logged = [n for n in study.nets.values() if n.series in ("baseB", "selffer_BnB", "selffer_BnB_plus", "transfer_AnB",
+                                                            "transfer_AnB_plus") and (shared / "results" / n.name).is_dir()
+              and any(p.suffix == ".gz" and p.stat().st_size for p in (shared / "results" / n.name).iterdir())]
+    assert len(top) == len(logged) == 112 and all(r["net_names"] for r in top)        # a row per net drawn
     assert {r["series"] for r in top} == {"baseB", "selffer_BnB", "selffer_BnB_plus", "transfer_AnB", "transfer_AnB_plus"}
+    one = next(r for r in top if r["net_names"] == "transfer0A0B_1_3")
+    assert one["n"] == "3" and float(one["x"]) == 3.09                        # the layer, and where it was drawn
+    assert len({r["source"] for f in ("fig2_top", "fig2_bottom", "fig3", "reduced") for r in rows(tmp_path / f"{f}.csv")}) == 1
     reduced = {r["x"]: float(r["y"]) for r in rows(tmp_path / "reduced.csv")}
     assert list(reduced)[-1] == "1300" and reduced["1300"] > 0.5
 
 
+def test_data_files_hold_what_the_figures_drew(shared):
+    """Each mean line of Figure 2 bottom and each marker of Figure 2 top, as drawn, is in its data file."""
+    from transferfeat.plots import figures
+    study = Study.load()
+    summary = summarize(study, parse_root(study, shared / "results"))
+    figs = {stem: (fig, data) for stem, fig, data in figures(study, summary)}
+    fig, data = figs["fig2_bottom"]
+    drawn = sorted(tuple(np.round(l.get_ydata(), 6)) for l in fig.axes[0].lines if len(l.get_xdata()) == 8)
+    means = {}
+    for r in data.rows:
+        if r[2] == "mean":
+            means.setdefault(r[1], []).append(round(r[5], 6))
+    assert drawn == sorted(tuple(v) for v in means.values())
+    fig, data = figs["fig2_top"]
+    points = sorted((round(float(x), 3), round(float(y), 6)) for l in fig.axes[0].lines if l.get_marker() not in ("+", "None")
+                    for x, y in zip(l.get_xdata(), l.get_ydata()))
+    assert points == sorted((round(r[4], 3), round(r[5], 6)) for r in data.rows)
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
 def test_legends_cover_no_data(shared):
+    import matplotlib.pyplot as plt
     from transferfeat.plots import figures
     from transferfeat.results import parse_root, summarize
     study = Study.load()
@@ -166,6 +207,7 @@ def test_legends_cover_no_data(shared):
                 inside = [box.contains(*ax.transData.transform(p)) for p in np.asarray(pts, float)
                           if np.all(np.isfinite(p)) and ax.get_ylim()[0] <= p[1] <= ax.get_ylim()[1]]
                 assert not any(inside), stem
+        plt.close(fig)
 
 
 def test_plot_compare_and_partial(shared, tmp_path):

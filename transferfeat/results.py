@@ -199,3 +199,44 @@ def compare(study: Study, mine: dict, other: dict) -> list[tuple]:
             va, vb = a.get(x), b.get(x)
             rows.append((s, x, va, vb, va - vb if va is not None and vb is not None else None))
     return rows
+
+
+def headlines(study: Study, summary: dict) -> list[dict]:
+    """The numbers the paper states, from these logs: (key, label, value, compared with, what it shows).
+    Only those the logs have the series for."""
+    s = summary["series"]
+    out = []
+    base = s.get("baseB", {}).get("0")
+
+    def add(key, label, value, ref, means):
+        out.append({"key": key, "label": label, "value": value, "reference": ref, "means": means})
+    if base is not None:
+        add("base", "base nets, top-1", base, None, "nets trained from scratch on half B (baseB, n = 0)")
+    anb = s.get("transfer_AnB", {})
+    if base is not None and anb:
+        last = max(anb, key=float)
+        add("anb", f"transfer AnB at n = {last}", anb[last], base,
+            f"layers 1–{last} copied from a net trained on the other half and frozen: the drop from baseB is the "
+            f"cost of specificity and of broken co-adaptation")
+    bnb = s.get("selffer_BnB", {})
+    if base is not None and bnb:
+        worst = min(bnb, key=lambda x: bnb[x])
+        add("bnb", f"selffer BnB, lowest (n = {worst})", bnb[worst], base,
+            "layers copied from a net of the same half and frozen: a dip below baseB is fragile co-adaptation (region 2)")
+    plus = s.get("transfer_AnB_plus", {})
+    if base is not None and plus:
+        mean_plus = sum(plus.values()) / len(plus)
+        add("anb_plus", "transfer AnB+ (fine-tuned), mean over n", mean_plus, base,
+            "the copied layers fine-tuned: above baseB, transfer plus fine-tuning generalizes better (region 5)")
+    nm = [(x, v) for x, v in ((s.get(k, {}), k) for k in ("natman_to_natural", "natman_to_manmade"))]
+    drops = [pts[max(pts, key=float)] - pts["0"] for pts, _ in nm if "0" in pts and len(pts) > 1]
+    if drops and base is not None and anb:
+        last = max(anb, key=float)
+        add("natman", f"man-made/natural split, mean drop at n = {last}", sum(drops) / len(drops), anb[last] - base,
+            "transfer between dissimilar halves (man-made and natural classes) loses more than between random halves")
+    rf = s.get("random_frozen", {})
+    if "0" in rf and len(rf) > 1:
+        worst = min((x for x in rf if x != "0"), key=lambda x: rf[x])
+        add("random", f"random frozen layers 1–{worst}", rf[worst], rf["0"],
+            "untrained, frozen lower layers: performance collapses, so learned features matter even at layer 1–3")
+    return out

@@ -155,9 +155,17 @@ def status_rows(folder: StudyFolder, nets: list[Net], logs: dict, found: dict = 
         d = divergence(log, folder.study.config.datasets.classes) if log else None
         if d and s.kind not in ("running", "diverged"):        # a log tf did not watch being written
             s = replace(s, kind="diverged", problem=str(d), attempt={**s.attempt, "diverged_at": d.iteration})
+        max_iter = folder.study.max_iter(net)
+        phrase = s.phrase()
+        if log and s.kind in ("not rendered", "pending", "blocked") and s.resumes_at is None:
+            # logs without a snapshot here (the authors' folder, logs copied in): say what the logs say
+            s = replace(s, kind="logged")
+            phrase = "trained (logs only)" if log.iterations >= max_iter else f"logged to {log.iterations} (logs only)"
+        elif not log and s.kind == "not rendered":
+            phrase = "no log (not rendered)"
         acc = log.accuracy if log else {}
-        rows.append({"name": net.name, "state": s.kind, "status": s.phrase(), "iteration": log.iterations if log else 0,
-                     "max_iter": folder.study.max_iter(net), "top1_latest": list(acc.values())[-1] if acc else None,
+        rows.append({"name": net.name, "state": s.kind, "status": phrase, "iteration": log.iterations if log else 0,
+                     "max_iter": max_iter, "top1_latest": list(acc.values())[-1] if acc else None,
                      "top1_best": max(acc.values()) if acc else None, "exit_code": s.attempt.get("exit_code"),
                      "engine": s.attempt.get("engine") or s.record.get("engine"), "blocked_on": s.blocked_on,
                      "resumes_at": s.resumes_at, **({"problem": s.problem} if s.problem else {})})

@@ -3,7 +3,7 @@ forward + backward (+ the SGD update for torch) images/s, same number of threads
 `caffe time`'s "Average Forward-Backward" on the same train prototxt. Goal on the CPU: torch >= 3x.
 
     python benchmarks/bench_engine.py [--net paper|mini] [--batch 256] [--iterations 3] [--device cpu|cuda]
-                                      [--json FILE]
+                                      [--records raw|encoded] [--cudnn-benchmark] [--channels-last] [--json FILE]
 """
 import argparse
 import json
@@ -23,8 +23,9 @@ from transferfeat.synth import synthesize
 
 
 
-def folder(tmp: Path, net: str, batch: int) -> Path:
-    """half0A of the paper (or mini) study, on a small synthetic LMDB at the study's image size."""
+def folder(tmp: Path, net: str, batch: int, encoded: bool = False) -> Path:
+    """half0A of the paper (or mini) study, on a small synthetic LMDB (raw or encoded records) at the
+    study's image size."""
     study = Study.load("paper" if net == "paper" else "mini")
     size = study.config.input.resize
     synthesize(tmp / "img", classes=4, train_per_class=16, valid_per_class=1, size=(size, size), seed=1)
@@ -34,7 +35,7 @@ def folder(tmp: Path, net: str, batch: int) -> Path:
         d.mkdir(parents=True)
         (d / "files.txt").write_text((tmp / "img" / part / "files.txt").read_text())
         build_db(d / "files.txt", tmp / "img" / ("train" if "train" in name else "val"), d / "lmdb",
-                 classes=study.config.datasets.classes, shuffle=False, progress=False)
+                 classes=study.config.datasets.classes, shuffle=False, encoded=encoded, progress=False)
     write_mean(compute_mean(data / "half0A_train" / "lmdb", progress=False), data / "half0A_train" / "mean.binaryproto")
     d = Renderer(study).render(study.net("half0A"), tmp / "results", data_root=data)
     train = d / "imagenet_train.prototxt"
@@ -50,11 +51,29 @@ def caffe_rate(d: Path, batch: int, iterations: int, threads: int) -> float:
     return batch / (ms / 1000)
 
 
-def torch_rates(d: Path, batch: int, iterations: int, device: str, precision: str) -> dict:
+def torch_rates(d: Path, batch: int, iterations: int, device: str, precision: str, cudnn_benchmark: bool = False,
+                channels_last: bool = False) -> dict:
+    """Images/s of the training step with its batch resident on the device (the model alone) and fed
+    by the engine's feed; ``cudnn_benchmark`` and ``channels_last`` try those settings (measurement
+    only: the engine runs neither)."""
     import torch
     from transferfeat.engines.torchnet.glog import Quiet
     from transferfeat.engines.torchnet.solver import Solver, to_device
     s = Solver(d / "imagenet_solver.prototxt", device, precision, log=Quiet())
+    if cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        for blobs in s.net.params.values():
+            for p in blobs:
+                if p.dim() == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+        feed = s.feed("train")
+        plain = feed.next
+
+        def channels_last_next(stop=lambda: False):
+            data, labels = plain(stop)
+            return data.contiguous(memory_format=torch.channels_last), labels
+        feed.next = channels_last_next
     resident = to_device(s.feed("train").next(), s.device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -68,6 +87,7 @@ def torch_rates(d: Path, batch: int, iterations: int, device: str, precision: st
         return batch * n / (time.perf_counter() - t)
     model = timed(lambda: s.step(resident), iterations)
     full = timed(lambda: s.step(), iterations)
+    s.close()
     return {"model_alone": model, "with_input": full}
 
 
@@ -109,15 +129,20 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--no-caffe", action="store_true", help="Skip Caffe (e.g. on a GPU box without it).")
+    ap.add_argument("--records", choices=["raw", "encoded"], default="raw", help="What the LMDB holds.")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="Try cuDNN autotuning (measurement only).")
+    ap.add_argument("--channels-last", action="store_true", help="Try channels-last tensors (measurement only).")
     ap.add_argument("--json", help="Also write the numbers here.")
     args = ap.parse_args()
     import torch
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        d = folder(Path(tmp), args.net, args.batch)
+        d = folder(Path(tmp), args.net, args.batch, args.records == "encoded")
         result = {"net": args.net, "batch": args.batch, "device": args.device, "precision": args.precision,
+                  "records": args.records, "cudnn_benchmark": args.cudnn_benchmark, "channels_last": args.channels_last,
                   "threads": threads, "torch": torch.__version__}
-        result["torch_img_s"] = torch_rates(d, args.batch, args.iterations, args.device, args.precision)
+        result["torch_img_s"] = torch_rates(d, args.batch, args.iterations, args.device, args.precision,
+                                            args.cudnn_benchmark, args.channels_last)
         result["train_gflop_per_image"] = training_flops(d) / 1e9
         result["matmul_peak_gflop_s"] = matmul_peak(args.device, args.precision) / 1e9
         result["ceiling_img_s"] = result["matmul_peak_gflop_s"] / result["train_gflop_per_image"]

@@ -6,12 +6,18 @@
    pass of the test net (loss, accuracy);
 2. convergence: `tf train half0A --engine torch --gpu 0` on the mini study's data in fp32 and in bf16,
    their top-1 (mean of the 10 best tests) side by side;
-3. throughput: benchmarks/bench_engine.py --device cuda for fp32, tf32 and bf16 (the paper's CaffeNet).
+3. throughput, per stage in one run (the paper's CaffeNet, batch 256, synthetic 256x256 records):
+   benchmarks/bench_feed.py (the feed alone, per reader count, raw and encoded), the copy of a uint8
+   batch to the GPU, benchmarks/bench_engine.py (the model alone, and end to end through the feed)
+   for fp32, tf32 and bf16 on raw and on encoded records, and fp32 with cuDNN autotuning and with
+   channels-last tensors;
+4. the study's cost: `tf plan --images-per-second R` at each end-to-end rate measured.
 
     python benchmarks/gpu_check.py --out DIR [--gpu 0]      (--gpu -1: a dry run of the script on the CPU)
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -94,16 +100,65 @@ def convergence(study_file: Path, data: Path, tmp: Path, gpu: int) -> dict:
     return out
 
 
+def bench(out: Path, script: str, name: str, *args) -> dict:
+    """One of the benchmarks beside this file, its JSON read back (or its error)."""
+    path = out / f"{name}.json"
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args), "--json", str(path)],
+                       capture_output=True, text=True)
+    print(r.stdout, flush=True)
+    return json.loads(path.read_text()) if path.is_file() else {"error": (r.stdout + r.stderr)[-2000:]}
+
+
+def copy_rate(device: str, batch: int = 256, crop: int = 227, n: int = 50) -> float:
+    """Images/s of the feed's uint8 batches from pinned memory to the device."""
+    x = torch.empty((batch, 3, crop, crop), dtype=torch.uint8).pin_memory()
+    x.to(device, non_blocking=True)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        x.to(device, non_blocking=True)
+    torch.cuda.synchronize()
+    return batch * n / (time.perf_counter() - t)
+
+
 def throughput(out: Path, iterations: int, device: str) -> dict:
-    rates = {}
-    for precision in (("fp32", "tf32", "bf16") if device != "cpu" else ("fp32",)):
-        path = out / f"bench_engine_{precision}.json"
-        r = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_engine.py")), "--device", device.split(":")[0],
-                            "--precision", precision, "--no-caffe", "--iterations", str(iterations), "--json", str(path)],
-                           capture_output=True, text=True)
-        rates[precision] = json.loads(path.read_text()) if path.is_file() else {"error": (r.stdout + r.stderr)[-2000:]}
-        print(r.stdout, flush=True)
+    """Where the time goes, per stage and in one run: the feed alone (per reader count, raw and
+    encoded records), the copy to the device, the model alone and the engine end to end, per
+    precision and record kind; fp32 with cuDNN autotuning and with channels-last tensors."""
+    kind = device.split(":")[0]
+    cores = len(os.sched_getaffinity(0))
+    readers = ",".join(str(n) for n in sorted({1, 2, 4, 8, 16, cores}) if n <= cores)
+    rates = {"feed_alone": bench(out, "bench_feed.py", "bench_feed", "--device", kind, "--readers", readers,
+                                 "--images", 1024)}
+    if kind == "cuda":
+        rates["copy"] = copy_rate(device)
+    for records in ("raw", "encoded"):
+        for precision in (("fp32", "tf32", "bf16") if kind != "cpu" else ("fp32",)):
+            rates[f"{records}_{precision}"] = bench(out, "bench_engine.py", f"bench_engine_{records}_{precision}",
+                                                   "--device", kind, "--precision", precision, "--records", records,
+                                                   "--no-caffe", "--iterations", iterations)
+    if kind == "cuda":
+        for option in ("--cudnn-benchmark", "--channels-last"):
+            rates[f"raw_fp32{option.replace('-', '_')}"] = bench(out, "bench_engine.py", f"bench_engine{option.replace('-', '_')}",
+                                                                 "--device", kind, "--precision", "fp32", option,
+                                                                 "--no-caffe", "--iterations", iterations)
     return rates
+
+
+def study_cost(rates: dict) -> dict:
+    """The paper study's GPU-hours and wall days on 1, 8 and 64 GPUs (tf plan) at each end-to-end rate measured."""
+    out = {}
+    for name, r in rates.items():
+        speed = r.get("torch_img_s", {}).get("with_input") if isinstance(r, dict) else None
+        if speed:
+            p = subprocess.run([sys.executable, "-m", "transferfeat.cli", "plan", "--images-per-second", str(speed),
+                                "--gpu-counts", "1,8,64", "--format", "json"], capture_output=True, text=True, check=True)
+            plan = json.loads(p.stdout)
+            out[name] = {"images_per_second": round(speed), "gpu_hours": round(plan["gpu_hours"]),
+                         "wall_days": {s["gpus"]: {"per_net": round(s["per_net"]["makespan_days"], 1),
+                                                   "blocks": round(s["blocks"]["makespan_days"], 1)}
+                                       for s in plan["schedules"]}}
+    return out
 
 
 def main():
@@ -124,7 +179,8 @@ def main():
         result["data_seconds"] = round(time.perf_counter() - t, 1)
         for name, step in (("equivalence", lambda: equivalence(study, data, tmp, device)),
                            ("convergence", lambda: convergence(study_file, data, tmp, args.gpu)),
-                           ("throughput", lambda: throughput(args.out, args.iterations, device))):
+                           ("throughput", lambda: throughput(args.out, args.iterations, device)),
+                           ("study_cost", lambda: study_cost(result.get("throughput", {})))):
             try:
                 result[name] = step()
             except Exception as e:                        # keep what the other parts measured

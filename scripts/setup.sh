@@ -5,7 +5,9 @@
 #   TF_TORCH=torch==2.X.Y   the PyTorch release for the torch engine (default torch==2.13.0)
 #   TF_TORCH=none           no PyTorch: a Caffe-only set-up (tf doctor says how to add it later)
 # PyPI's Linux x86_64 wheels of torch carry the CUDA libraries (about 4.5 GB installed), with or
-# without a GPU in the machine.
+# without a GPU in the machine; so on a machine without an NVIDIA driver (no nvidia-smi) PyTorch's
+# CPU build comes from download.pytorch.org/whl/cpu instead (about 0.7 GB installed), where that
+# index answers. TF_TORCH_INDEX=URL names another index for torch (empty: PyPI's wheel).
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +31,14 @@ if [ "$torch_spec" = none ]; then
   step "pip install -e transferfeat[test] into .venv (TF_TORCH=none: no PyTorch, so no torch engine)"
   "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
 else
-  step "pip install -e transferfeat[test,torch] ($torch_spec) into .venv (a few minutes the first time)"
+  index="${TF_TORCH_INDEX-}"
+  if [ -z "${TF_TORCH_INDEX+set}" ] && ! command -v nvidia-smi >/dev/null \
+     && "$py" -c 'import urllib.request as u; u.urlopen("https://download.pytorch.org/whl/cpu/", timeout=10)' 2>/dev/null; then
+    index=https://download.pytorch.org/whl/cpu                # no GPU: the CPU build, not 4.5 GB of CUDA
+  fi
+  step "pip install $torch_spec${index:+ from $index} into .venv (a few minutes the first time)"
+  "$here/.venv/bin/pip" install -q --disable-pip-version-check "$torch_spec" ${index:+--extra-index-url "$index"}
+  step "pip install -e transferfeat[test,torch] into .venv"
   "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test,torch]" "$torch_spec"
 fi
 step "Caffe 1.0 (CPU) via scripts/install-caffe.sh: a Debian bullseye root under ~/.cache/transferfeat/caffe (debootstrap, as root; about 2 minutes the first time, then nothing)"

@@ -1,6 +1,7 @@
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import tf as run
@@ -58,6 +59,30 @@ def test_plan_shows_both_policies():
     text = run("plan", "--gpu-counts", "8").output
     assert "blocks days" in text and "half0A <- 28" in text
     assert run("plan", "--gpu-counts", "0").exit_code == 2
+
+
+def test_plan_costs_the_study_at_a_speed(tmp_path):
+    """The issue's table: the study's 18.8 G training images at 2,000 / 6,000 / 20,000 img/s; and the
+    speed the nets' own logs show (--measured)."""
+    hours = {r: json.loads(run("plan", "--images-per-second", str(r), "--format", "json").output)["gpu_hours"]
+             for r in (2000, 6000, 20000)}
+    assert [round(h, -1) for h in hours.values()] == [2610, 870, 260]
+    data = json.loads(run("plan", "--images-per-second", "2000", "--gpu-counts", "1,64", "--format", "json").output)
+    assert data["training_images"] == sum(Study.load().max_iter(n) for n in Study.load().nets.values()) * 256
+    one, many = data["schedules"]
+    assert one["per_net"]["makespan_days"] == pytest.approx(hours[2000] / 24)
+    assert many["per_net"]["makespan_days"] <= many["blocks"]["makespan_days"]
+    assert "2,613 GPU-hours" in run("plan", "--images-per-second", "2000").output
+    root = tmp_path / "results"
+    for name, per_s in (("half0A", 2), ("half0B", 4)):
+        (root / name).mkdir(parents=True)
+        (root / name / "tf-train-20260101-000000.log").write_text(
+            f"I0101 00:00:02.0 1 solver.cpp:239] Iteration 20 ({per_s} iter/s, 10s/20 iters), loss = 2\n")
+    r = run("--study", "paper", "plan", "--measured", "--root", str(root))
+    assert r.exit_code == 0, r.output
+    assert "768 img/s, the median of 2 nets' logs" in r.output            # (2 + 4) / 2 iter/s × 256
+    assert run("plan", "--measured", "--root", str(tmp_path / "nothing")).exit_code == 1
+    assert run("plan", "--images-per-second", "5", "--days-per-net", "2").exit_code == 2
 
 
 def test_results_folder_keeps_its_study(tmp_path):

@@ -88,26 +88,30 @@ def test_bad_list_line_fails_before_writing(tmp_path, synth_dir):
 
 
 def _failing_put(monkeypatch, exc, after):
-    real = datasets._put_all
+    """The ``after``-th commit of a build raises ``exc`` instead of committing."""
+    real = datasets._Writer.commit
     calls = []
 
-    def put(env, items):
-        calls.append(len(items))
+    def commit(self):
+        calls.append(len(self.items))
         if len(calls) == after:
             raise exc
-        real(env, items)
-    monkeypatch.setattr(datasets, "_put_all", put)
+        real(self)
+    monkeypatch.setattr(datasets._Writer, "commit", commit)
     return calls
+
+
+RECORDS_15 = 15 * 3085 - 100           # commit_bytes for a commit every 15 records of 32x32 images
 
 
 def test_interrupted_build_resumes_without_duplicates(tmp_path, synth_dir, monkeypatch):
     lst = _list(tmp_path, synth_dir, n=100)
     _failing_put(monkeypatch, KeyboardInterrupt(), after=3)
     with pytest.raises(KeyboardInterrupt):
-        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=15)
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_bytes=RECORDS_15)
     assert not (tmp_path / "db").exists()
     monkeypatch.undo()
-    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=15)
+    r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_bytes=RECORDS_15)
     assert r.resumed_at == 30 and r.written == 100
     keys = [k for k, _ in iter_db(tmp_path / "db")]
     assert len(keys) == len(set(keys)) == 100
@@ -128,7 +132,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, monkeypatch)
     lst = _list(tmp_path, synth_dir, n=40)
     _failing_put(monkeypatch, KeyboardInterrupt(), after=2)
     with pytest.raises(KeyboardInterrupt):
-        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_every=10)
+        build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, progress=False, commit_bytes=RECORDS_15 * 10 // 15)
     monkeypatch.undo()
     with pytest.raises(Error, match="partial build with other settings"):
         build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(8, 8), progress=False)

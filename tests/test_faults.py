@@ -297,11 +297,16 @@ def test_a_signal_while_the_trainer_starts_leaves_no_traceback(tiny_data, tmp_pa
     for delay in (0.0, 0.05, 0.3, 1.0):
         proc = subprocess.Popen([sys.executable, "-m", "transferfeat.cli", "train", "half0A", "--root", str(folder.root),
                                  "--engine", "torch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: read_attempt(d).get("status") == "running" and read_attempt(d).get("pid") == proc.pid, 60,
-                 "the trainer to start")
-        time.sleep(delay)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
+        try:
+            wait_for(lambda: read_attempt(d).get("status") == "running" and read_attempt(d).get("pid") == proc.pid, 60,
+                     "the trainer to start")
+            time.sleep(delay)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()                             # its trainer then stops too (tf's death signal)
+                proc.wait()
         log = d.logs()[-1].read_text()
         assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-2000:]
         assert proc.returncode == 130 and "Optimization stopped early" in log, (out, log[-2000:])

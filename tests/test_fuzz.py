@@ -165,7 +165,7 @@ def test_datum_records(cut, flip, tail):
         if at < len(data):
             data[at] = v
     try:
-        img, label = record(bytes(data) + tail)
+        label, img = record(bytes(data) + tail)
         assert img.ndim == 3 and isinstance(label, int)
     except Error:
         pass

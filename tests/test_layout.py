@@ -105,7 +105,8 @@ def test_without_torch_the_torch_engine_says_how_to_install_it(tmp_path):
     Renderer(study).render_all(study.select(["half0A"]), tmp_path / "results")
     r = without_torch("train", "half0A", "--root", tmp_path / "results", "--engine", "torch")
     assert r.returncode == 1 and "Traceback" not in r.stdout
-    assert r.stdout.strip().splitlines()[-1] == ("Error: the torch engine needs PyTorch, which is not installed: "
-                                                 "pip install 'transferfeat[torch]'   (or: pip install torch)")
+    from transferfeat.engines.pytorch import INSTALL_HINT
+    assert r.stdout.strip().splitlines()[-1] == f"Error: the torch engine needs PyTorch, which is not installed: {INSTALL_HINT}"
+    assert "TF_TORCH=torch==2.13.0 bash scripts/setup.sh" in INSTALL_HINT
     r = without_torch("train", "half0A", "--root", tmp_path / "results", "--engine", "torch", "--precision", "fp64")
     assert r.returncode == 2 and "'fp64' is not one of 'fp32', 'tf32', 'bf16'" in r.stdout

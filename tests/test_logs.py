@@ -121,3 +121,25 @@ def test_log_file_names(tmp_path):
         (tmp_path / "n" / name).write_text("")
     assert [p.name for p in NetDir(tmp_path, "n").logs()] == [
         "140403_063910_half0A.o227963.gz", "catlog.oMANUAL.gz", "tf-train-20260101-000000.log", "x.e12"]
+
+
+def test_training_speed_from_each_kind_of_log(tmp_path, shared):
+    """img/s where the torch engine logged them, iter/s × batch for Caffe 1.0, iterations over the wall
+    time for the authors' 2014 logs (the K20s of the paper: a few hundred images/s)."""
+    torch_log = tmp_path / "tf-train-20260101-000000.log"
+    torch_log.write_text("I0101 00:00:00.0 1 torchnet.py:1] torch engine: torch 2.1, cpu, fp32\n"
+                         "I0101 00:00:02.0 1 solver.cpp:239] Iteration 20 (0.5 iter/s, 40s/20 iters, 128.0 img/s), loss = 2\n"
+                         "I0101 00:00:04.0 1 solver.cpp:239] Iteration 40 (0.5 iter/s, 40s/20 iters, 140.0 img/s), loss = 2\n"
+                         "I0101 00:00:06.0 1 solver.cpp:239] Iteration 60 (0.5 iter/s, 40s/20 iters, 150.0 img/s), loss = 2\n")
+    log = parse_files([torch_log])
+    assert log.images_per_second(256) == 140.0 and list(log.loss[0]) == [20, 40, 60]
+    caffe_log = tmp_path / "tf-train-20260102-000000.log"
+    caffe_log.write_text("I0101 00:00:02.0 1 solver.cpp:239] Iteration 20 (2 iter/s, 10s/20 iters), loss = 2\n"
+                         "I0101 00:00:04.0 1 solver.cpp:239] Iteration 40 (4 iter/s, 5s/20 iters), loss = 2\n"
+                         "I0101 00:00:06.0 1 solver.cpp:239] Iteration 60 (3 iter/s, 6.7s/20 iters), loss = 2\n")
+    assert parse_files([caffe_log]).images_per_second(50) == 150.0
+    old = NetDir(shared / "results", "half0A").logs()
+    rate = parse_files(old).images_per_second(256)
+    assert 100 < rate < 400
+    (tmp_path / "empty.log").write_text("")
+    assert parse_files([tmp_path / "empty.log"]).images_per_second(256) is None

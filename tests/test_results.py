@@ -72,6 +72,8 @@ def test_cache_is_used_and_invalidated(tmp_path, cache_home):
     study = Study.load()
     first = summarize(study, parse_root(study, root))
     assert first["nets"]["half0A"]["top1_last"] == 1.0 and first["nets"]["half0A"]["iterations"] == 600
+    speed = first["nets"]["half0A"]["images_per_second"]
+    assert speed > 0 and summarize(study, parse_root(study, root))["nets"]["half0A"]["images_per_second"] == speed
     from transferfeat.results import _cache_path
     assert _cache_path(root).is_file() and str(cache_home) in str(_cache_path(root))
     log.write_text(log.read_text().replace("accuracy = 1\n", "accuracy = 0.5\n"))

@@ -210,6 +210,9 @@ def test_torch_caffemodel_scores_the_same_in_caffe(tiny, tmp_path):
     r = tf("train", "half0A", "--root", root, "--engine", "torch")
     assert r.exit_code == 0, r.output
     log = parse_files(StudyFolder(root, study).net("half0A").logs())
+    img_s = log.segments[-1].speed[2]                      # the engine's own img/s on every display line (0 at 0)
+    assert len(img_s) > 5 and img_s[0] == 0 and all(img_s[1:] > 0)
+    assert log.images_per_second(256) == pytest.approx(float(np.median(img_s[1:])))
     state = json.loads((root / "half0A" / "tf-state.json").read_text())
     assert state["engine"] == "torch" and state["version"].startswith("torch ") and state["precision"] == "fp32"
     r = without_torch("test", "half0A", "--root", root, "--engine", "caffe")     # Caffe's side needs no torch

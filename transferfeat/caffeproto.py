@@ -130,7 +130,8 @@ class Datum:
         return bytes(out)
 
     @classmethod
-    def from_bytes(cls, buf) -> "Datum":
+    def from_bytes(cls, buf, copy: bool = True) -> "Datum":
+        """The datum in ``buf``; with ``copy=False`` its data is a view into ``buf`` (which must outlive it)."""
         d = cls()
         for num, wt, value in fields(buf):
             if num in (1, 2, 3, 5, 7):
@@ -143,7 +144,7 @@ class Datum:
                     setattr(d, ("channels", "height", "width")[num - 1], value)
             elif num == 4:
                 _want(wt, 2, num, "Datum")
-                d.data = bytes(value)
+                d.data = bytes(value) if copy else value
             elif num == 6:
                 part = _floats(value, "<f4")
                 d.float_data = part if d.float_data is None else np.concatenate([d.float_data, part])

@@ -1,8 +1,10 @@
 """Caffe LMDB databases (Datum records, as convert_imageset writes them) and mean files.
 
 Images are decoded and resized as Caffe's convert_imageset does (images.py: OpenCV) by a pool of
-threads (OpenCV releases the GIL, and threads spare pickling every record between processes); one
-thread writes the LMDB.
+threads (OpenCV releases the GIL, and threads spare pickling every record between processes), a
+chunk of images per task; a raw record is assembled with one copy of its pixels; one thread streams
+the records into the open LMDB transaction, committed every ~32 MiB (bounded memory, and the map
+grown and the transaction replayed when LMDB says it is full).
 A database is built into ``DB.partial`` and renamed to ``DB`` only when complete, so a folder named
 ``DB`` is a finished database. An interrupted build resumes where its last commit ended; record keys
 (``%08d_<file>``) are fixed by the list order, so a resumed build never duplicates a record.
@@ -10,9 +12,12 @@ A database is built into ``DB.partial`` and renamed to ``DB`` only when complete
 from __future__ import annotations
 
 import collections
+import errno
+import functools
 import json
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +28,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import atomic, images
-from .caffeproto import Datum, mean_blob, read_blob
+from .caffeproto import Datum, int_field, key, mean_blob, read_blob, varint
 from .errors import Error
 from .locks import FileLock
 from .splits import read_list
 
-COMMIT_EVERY = 1000
+COMMIT_BYTES = 32 << 20             # a transaction's records, at most (a resumed build re-decodes at most this)
+CHUNK = 16                          # images a worker decodes per task
 BUILD_REPORT = "tf-report.json"
 
 
@@ -37,22 +43,49 @@ BUILD_REPORT = "tf-report.json"
 def encode_datum(path, label: int, resize, encoded: bool) -> bytes:
     """One record's value, as ReadImageToDatum makes it; raises OSError (missing/unreadable) or
     ValueError (not an image)."""
-    data = Path(path).read_bytes()
+    if not encoded:                                     # ReadImageToCVMat: cv::imread, then cv::resize
+        return raw_datum(images.read(path, resize), label)
+    with open(path, "rb") as f:
+        data = f.read()
     img = images.decode(data, resize)                   # convert_imageset skips what OpenCV cannot read
-    if encoded:
-        if not resize:
-            return Datum(data=data, label=label, encoded=True).to_bytes()
-        ext = Path(path).suffix[1:] or "jpg"
-        return Datum(data=images.encode(img, ext), label=label, encoded=True).to_bytes()
-    return Datum(3, img.shape[0], img.shape[1], images.planar(img), label, False).to_bytes()
+    if not resize:
+        return Datum(data=data, label=label, encoded=True).to_bytes()
+    ext = Path(path).suffix[1:] or "jpg"
+    return Datum(data=images.encode(img, ext), label=label, encoded=True).to_bytes()
 
 
-def _work(job):
-    index, path, label, resize, encoded = job
-    try:
-        return index, encode_datum(path, label, resize, encoded), None
-    except (OSError, ValueError) as e:
-        return index, None, f"{type(e).__name__}: {e}"
+def raw_datum(img: np.ndarray, label: int) -> memoryview:
+    """The bytes of ``Datum(3, h, w, planar pixels, label, encoded=False)``, as CVMatToDatum and
+    convert_imageset make them (fields in number order): one buffer, the pixels copied into it once."""
+    h, w, c = img.shape
+    head, tail = _head(c, h, w), _tail(label)
+    n = c * h * w
+    out = np.empty(len(head) + n + len(tail), np.uint8)
+    out[:len(head)] = head
+    np.copyto(out[len(head):len(head) + n].reshape(c, h, w), img.transpose(2, 0, 1))
+    out[len(head) + n:] = tail
+    return out.data
+
+
+@functools.lru_cache(maxsize=64)
+def _head(c: int, h: int, w: int) -> np.ndarray:
+    return np.frombuffer(int_field(1, c) + int_field(2, h) + int_field(3, w) + key(4, 2) + varint(c * h * w), np.uint8)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tail(label: int) -> np.ndarray:
+    return np.frombuffer(int_field(5, label) + int_field(7, 0), np.uint8)
+
+
+def _work(chunk):
+    """[(index, record bytes or None, why it was skipped)] for a chunk of jobs."""
+    out = []
+    for index, path, label, resize, encoded in chunk:
+        try:
+            out.append((index, encode_datum(path, label, resize, encoded), None))
+        except (OSError, ValueError) as e:
+            out.append((index, None, f"{type(e).__name__}: {e}"))
+    return out
 
 
 def decode_datum(value) -> np.ndarray:
@@ -101,16 +134,14 @@ def estimate_bytes(entries, images: Path, resize, encoded: bool, sample: int = 2
 
 def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False, shuffle=True, seed=0,
              threads=None, max_skip=0.01, progress=True, log=print, check_space=True,
-             commit_every=COMMIT_EVERY) -> BuildResult:
+             commit_bytes=COMMIT_BYTES) -> BuildResult:
     """Write an LMDB of Datum records for every line of ``list_file``; an interrupted build resumes,
     retrying the images it skipped. ``check_space``: refuse to start without room for the estimate."""
     list_file, images, out = Path(list_file), Path(images), Path(out)
     if out.exists():
         raise Error(f"{out} exists: remove it to rebuild")
     entries = read_list(list_file, classes)
-    order = list(range(len(entries)))
-    if shuffle:
-        np.random.RandomState(seed).shuffle(order)
+    order = index_order(len(entries), shuffle, seed)
     partial = out.with_name(out.name + ".partial")
     progress_file = out.with_name(out.name + ".partial.json")
     params = {"list": str(list_file.resolve()), "lines": len(entries), "resize": list(resize) if resize else None,
@@ -138,10 +169,13 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
             log(f"{out}: about {estimate / 2**30:.1f} GiB for {len(entries)} images")
         try:
             written, skipped, start = _fill(partial, progress_file, state, entries, order, images, resize, encoded,
-                                            threads, estimate, commit_every, progress, f"{out.parent.name}/{out.name}")
-        except lmdb.Error as e:
+                                            threads, estimate, commit_bytes, progress, f"{out.parent.name}/{out.name}")
+        except (lmdb.Error, OSError) as e:
+            if isinstance(e, OSError) and e.errno != errno.ENOSPC:
+                raise
             free = shutil.disk_usage(out.parent).free
-            full = "the disk is full: " if free < max(estimate - done_bytes, 1 << 20) / 10 else ""
+            enospc = isinstance(e, OSError) or "No space left" in str(e)
+            full = "the disk is full: " if enospc or free < max(estimate - done_bytes, 1 << 20) / 10 else ""
             raise Error(f"{out}: writing the database failed ({e}); {full}{free / 2**20:.1f} MiB free on "
                         f"{out.parent}; the partial build stays in {partial}: free space (or fix the cause) and "
                         f"run again to resume") from None
@@ -158,14 +192,15 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     return BuildResult(out, written, skipped, start)
 
 
-def _fill(partial, progress_file, state, entries, order, images, resize, encoded, threads, estimate, commit_every,
+def _fill(partial, progress_file, state, entries, order, images, resize, encoded, threads, estimate, commit_bytes,
           progress, desc):
     """Add the records ``partial`` lacks: those after its last key, and those skipped before it."""
     # No fsync per commit (the progress file only advances after a commit, so a crash costs at most
-    # a re-decode); one sync before the rename makes the finished database durable. No writemap: a
-    # full disk is then an error from the write, not a SIGBUS from the memory map.
+    # a re-decode); one sync before the rename makes the finished database durable. Records go
+    # straight into the mapped file (writemap: one copy, not two), into blocks reserved beforehand
+    # (_Writer.reserve), so a full disk is an error from the reservation, never a SIGBUS.
     env = lmdb.open(str(partial), map_size=max(1 << 24, 2 * estimate), subdir=True, meminit=False,
-                    map_async=True, sync=False)
+                    map_async=True, sync=False, writemap=True)
     try:
         # The database itself says where to resume (its last key); the progress file adds the
         # skipped images and the settings. Skips past the last key are simply tried again.
@@ -173,35 +208,99 @@ def _fill(partial, progress_file, state, entries, order, images, resize, encoded
             cur = txn.cursor()
             start = int(bytes(cur.key())[:8]) + 1 if cur.last() else 0
         retry = sorted({s[0] for s in state["skipped"] if s[0] < start})
-        skipped, batch = [], []
-        jobs = ((i, images / entries[order[i]].path, entries[order[i]].label, resize, encoded)
-                for i in retry + list(range(start, len(entries))))
+        skipped = []
+        folder = str(images) + os.sep
+        jobs = [(i, folder + entries[order[i]].path, entries[order[i]].label, resize, encoded)
+                for i in retry + list(range(start, len(entries)))]
+        chunks = (jobs[k:k + CHUNK] for k in range(0, len(jobs), CHUNK))
         bar = tqdm(total=len(entries), initial=start - len(retry), unit="img", desc=desc, disable=not progress)
+        writer = _Writer(env, partial / "data.mdb", estimate, commit_bytes)
 
         def commit(upto):
-            _put_all(env, batch)
-            batch.clear()
+            writer.commit()
             state["done"], state["skipped"] = upto, skipped + [s for s in state["skipped"] if s[0] >= upto]
             atomic.write_text(progress_file, json.dumps(state))
 
-        with ThreadPoolExecutor(max_workers=threads or os.cpu_count()) as pool:
-            for index, value, err in _in_order(pool, _work, jobs, window=64 * (threads or os.cpu_count() or 1)):
-                e = entries[order[index]]
-                if value is None:
-                    skipped.append((index, order[index] + 1, e.path, err))
-                else:
-                    batch.append((("%08d_%s" % (index, e.path)).encode(), value, index >= start))   # retried: earlier keys
-                if len(batch) >= commit_every:
-                    commit(max(index + 1, start))
-                bar.update(1)
+        workers = threads or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in _in_order(pool, _work, chunks, window=4 * workers):
+                for index, value, err in done:
+                    e = entries[order[index]]
+                    if value is None:
+                        skipped.append((index, order[index] + 1, e.path, err))
+                    else:                                    # retried images have earlier keys: no append
+                        writer.put(("%08d_%s" % (index, e.path)).encode(), value, index >= start)
+                    if writer.bytes >= commit_bytes:
+                        commit(max(index + 1, start))
+                bar.update(len(done))
             commit(len(entries))
         bar.close()
         with env.begin() as txn:
             written = txn.stat()["entries"]
+        writer.close()
         env.sync(True)
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     finally:
         env.close()
+    os.truncate(partial / "data.mdb", used)         # the map's and the reservation's unused end
     return written, sorted(skipped), start
+
+
+class _Writer:
+    """Records streamed into one open write transaction; on a full map, the transaction is aborted,
+    the map doubled and its records put again (so they are kept until the commit). The file's blocks
+    are reserved (posix_fallocate) ahead of the pages LMDB writes through its memory map: on a full
+    disk the reservation fails with ENOSPC, before any write."""
+
+    def __init__(self, env, data_file: Path, estimate: int, commit_bytes: int):
+        self.env, self.txn, self.items, self.bytes = env, None, [], 0
+        self.fd, self.reserved, self.left, self.ahead = os.open(data_file, os.O_RDWR), 0, estimate, 2 * commit_bytes
+        self.psize, self.since = env.stat()["psize"], 1 << 62            # bytes put since the file's size was read
+        self.flusher = None
+
+    def reserve(self, need: int) -> None:
+        """Blocks allocated for what is put and ``need`` more (LMDB's page count is read rarely:
+        records are counted in whole pages, twice over, between looks)."""
+        self.since += 2 * (need + self.psize)
+        if self.since < self.reserved:
+            return
+        used = (self.env.info()["last_pgno"] + 1) * self.psize + self.bytes + len(self.items) * self.psize
+        self.since = used + need
+        target = used + need + min(self.ahead, max(self.left, 0)) + (256 << 10)
+        if target > self.reserved:
+            os.posix_fallocate(self.fd, 0, target)
+            self.reserved = target
+
+    def put(self, k: bytes, v, append: bool) -> None:
+        self.reserve(len(v))
+        self.items.append((k, v, append))
+        self.bytes += len(v)
+        self.left -= len(v)
+        while True:
+            try:
+                if self.txn is None:
+                    self.txn = self.env.begin(write=True)
+                    for k2, v2, a2 in self.items[:-1]:
+                        self.txn.put(k2, v2, append=a2)
+                self.txn.put(k, v, append=append)
+                return
+            except lmdb.MapFullError:
+                self.txn.abort()
+                self.txn = None
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def commit(self) -> None:
+        if self.txn is not None:
+            self.txn.commit()
+            if self.flusher is None or not self.flusher.is_alive():      # write back as the build goes
+                self.flusher = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
+                self.flusher.start()
+        self.txn, self.items, self.bytes = None, [], 0
+
+    def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+        os.close(self.fd)
 
 
 class _build_lock:
@@ -253,7 +352,7 @@ def study_mean(study, dataset: str, data_root, out=None, progress=True) -> tuple
     if dataset not in study.datasets():
         raise Error(f"{dataset!r} is not a dataset of study {study.config.name!r}")
     d = DatasetFolder(data_root, dataset)
-    mean = compute_mean(d.lmdb, progress=progress)
+    mean = compute_mean(d.index if d.index.is_dir() and not d.lmdb.exists() else d.lmdb, progress=progress)
     path = Path(out) if out else d.mean
     write_mean(mean, path)
     return path, mean
@@ -271,20 +370,70 @@ def _in_order(pool, fn, jobs, window: int):
         yield pending.popleft().result()
 
 
-def _put_all(env, items):
-    """Write ``items`` (key, value, append) in one transaction, growing the map as needed (never
-    MDB_MAP_FULL); ``append`` for keys after the last one, else an ordinary insert."""
-    while True:
-        try:
-            with env.begin(write=True) as txn:
-                for k, v, append in items:
-                    txn.put(k, v, append=append)
-            return
-        except lmdb.MapFullError:
-            env.set_mapsize(env.info()["map_size"] * 2)
-
-
 # --------------------------------------------------------------------------- reading
+
+INDEX = "tf-index.json"          # a dataset as records of the image store (store.py builds them)
+VERSION = 1
+
+
+def is_index(path) -> bool:
+    return (Path(path) / INDEX).is_file()
+
+
+@dataclass
+class Index:
+    """A dataset's records in the store: ``positions`` (the record numbers its LMDB's keys would
+    carry, skipped images left out) and ``rows`` (the store's records), with its list's entries."""
+    path: Path
+    store: Path
+    entries: list
+    order: list
+    positions: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def records(self, txn=None):
+        """(key, label, store value) of every record, in the order the dataset's LMDB holds them; the
+        values are views into the store, valid while the read transaction ``txn`` (or the iteration) is."""
+        if txn is None:
+            with open_db(self.store).begin(buffers=True) as txn:
+                yield from self.records(txn)
+            return
+        for i, row in zip(self.positions.tolist(), self.rows.tolist()):
+            e = self.entries[self.order[i]]
+            value = txn.get(b"%08d_%s" % (row, e.path.encode()))
+            if value is None:
+                raise Error(f"{self.path}: store {self.store} has no record {row} ({e.path}): build the store again")
+            yield ("%08d_%s" % (i, e.path)).encode(), e.label, value
+
+
+def read_index(path) -> Index:
+    """The index at ``path`` (a folder holding tf-index.json), checked against its store and list."""
+    path = Path(path)
+    try:
+        head = json.loads((path / INDEX).read_text())
+        store, lst = (path / head["store"]).resolve(), (path / head["list"]).resolve()
+        with np.load(path / "records.npz", allow_pickle=False) as z:
+            positions, rows = z["positions"], z["rows"]
+        version, seed, shuffle, classes = head["version"], head["seed"], head["shuffle"], head["classes"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Error(f"{path}: not an index tf wrote ({e})") from None
+    if version != VERSION:
+        raise Error(f"{path}: an index of version {version}; build it again with this tf")
+    check_db(store)
+    entries = read_list(lst, classes)
+    return Index(path, store, entries, index_order(len(entries), shuffle, seed), positions, rows)
+
+
+def index_order(n: int, shuffle: bool, seed: int) -> list:
+    """The list order a database of ``n`` entries is built in (build_db's)."""
+    order = list(range(n))
+    if shuffle:
+        np.random.RandomState(seed).shuffle(order)
+    return order
+
 
 def check_db(path) -> Path:
     """``path`` if it is an LMDB database, else an error saying what it is not."""
@@ -314,7 +463,7 @@ def open_db(path):
             env.close()
             del _OPEN[known]
     if path not in _OPEN:
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=126)
+        env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, max_readers=126)
         _OPEN[path] = (_identity(path), env)
     return _OPEN[path][1]
 
@@ -327,20 +476,31 @@ def iter_db(path):
 
 
 def compute_mean(db, progress=True) -> np.ndarray:
-    """Mean image (channels, height, width) over every record, as compute_image_mean computes it."""
-    total, count = None, 0
-    n = db_stat(check_db(db))["entries"]
-    for _, value in tqdm(iter_db(db), total=n, unit="img", desc="mean", disable=not progress):
-        img = decode_datum(value)
-        if total is None:
-            total = np.zeros(img.shape, np.float64)
-        elif img.shape != total.shape:
-            raise Error(f"{db}: records of different shapes ({img.shape} and {total.shape}): resize them")
-        total += img
-        count += 1
+    """Mean image (channels, height, width) over every record of an LMDB (or an index into the image
+    store), as compute_image_mean computes it. Pixels are summed 257 at a time in uint16 (exact: 257 ×
+    255 < 2¹⁶), then into int64."""
+    if is_index(db):
+        n = len(read_index(db))
+        env = open_db(read_index(db).store)
+    else:
+        n, env = db_stat(check_db(db))["entries"], open_db(db)
+    with env.begin(buffers=True) as txn:
+        values = ((v for _, _, v in read_index(db).records(txn)) if is_index(db) else (v for _, v in txn.cursor()))
+        total, part, count = None, None, 0
+        for value in tqdm(values, total=n, unit="img", desc="mean", disable=not progress):
+            img = datum_image(Datum.from_bytes(value, copy=False))
+            if total is None:
+                total, part = np.zeros(img.shape, np.int64), np.zeros(img.shape, np.uint16)
+            elif img.shape != total.shape:
+                raise Error(f"{db}: records of different shapes ({img.shape} and {total.shape}): resize them")
+            part += img
+            count += 1
+            if count % 257 == 0:
+                total += part
+                part[...] = 0
     if not count:
         raise Error(f"{db}: no records")
-    return (total / count).astype(np.float32)
+    return ((total + part) / count).astype(np.float32)
 
 
 def write_mean(mean: np.ndarray, path) -> None:

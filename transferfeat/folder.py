@@ -148,6 +148,7 @@ class DatasetFolder:
     files = property(lambda self: self.path / "files.txt")
     idxmap = property(lambda self: self.path / "idxmap.txt")
     lmdb = property(lambda self: self.path / "lmdb")
+    index = property(lambda self: self.path / "index")          # the dataset as records of the image store
     mean = property(lambda self: self.path / "mean.binaryproto")
 
     def db(self, kind: str = "lmdb") -> Path:

@@ -68,3 +68,11 @@ def series_tables(study, series: dict) -> str:
                    + table([[SERIES_LABELS.get(s, s)] + [cell(pts.get(x), 3) for x in xs] for s, pts in rows.items()],
                            ["series"] + [f"{axis.split()[0]}={x}" if axis == "n" else str(x) for x in xs]))
     return "\n\n".join(out)
+
+
+def nbytes(n: float) -> str:
+    """A size in binary units, three figures: ``"312 MiB"``, ``"2.05 TiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1000 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024

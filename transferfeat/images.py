@@ -5,6 +5,7 @@ decodes and resizes, so threads decode in parallel.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -34,8 +35,14 @@ def resized(img: np.ndarray, resize: Optional[tuple[int, int]]) -> np.ndarray:
 
 
 def read(path, resize: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """An image file as ``decode`` gives it; OSError if it cannot be read, NotAnImage if not an image."""
-    return decode(Path(path).read_bytes(), resize)
+    """An image file as ``decode`` gives it (read and decoded by OpenCV in one call, as cv::imread
+    does); OSError if it cannot be read, NotAnImage if not an image."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        if not os.access(path, os.R_OK):
+            raise FileNotFoundError(2, "no such file or not readable", str(path))
+        return decode(Path(path).read_bytes(), resize)    # an empty or undecodable file: decode says which
+    return resized(img, resize)
 
 
 def encode(img: np.ndarray, ext: str) -> bytes:

@@ -5,7 +5,8 @@ Pure parsing: no plotting, no study knowledge. Recognised lines:
 - 2014: ``Iteration N, lr = x``, ``Iteration N, loss = y``, ``Iteration N, Testing net`` then
   ``Test score #0: <top-1>`` and ``Test score #1: <val loss>``;
 - 1.0: ``Iteration N (… iter/s, …), loss = y``, ``Iteration N, lr = x``, ``Iteration N, Testing net (#0)``,
-  ``Test net output #k: name = v (* w = … loss)``.
+  ``Test net output #k: name = v (* w = … loss)``; tf's torch engine adds its images/s inside the
+  parentheses: ``Iteration N (x iter/s, y s/20 iters, z img/s), loss = v``.
 
 Each pattern is found over the whole text at once and numbers are converted by numpy, which is
 what makes parsing the authors' 6.6 M lines quick.
@@ -26,6 +27,7 @@ from .folder import segment_order
 _LOSS = re.compile(rb"Iteration (\d+(?: \([^)\n]*\))?, loss = [^\s,]+)")
 _LR = re.compile(rb"Iteration (\d+, lr = [^\s,]+)")
 _PARENS = re.compile(rb" \([^)\n]*\)")                 # 1.0: "N (x iter/s, y s/20 iters), loss = v"
+_SPEED = re.compile(rb"Iteration (\d+) \(([0-9.eE+-]+) iter/s[^)\n]*?(?:, ([0-9.eE+-]+) img/s)?\)")
 # A test block runs from "Testing net" to the next "Iteration" line (1.0 logs interleave data-layer lines).
 _TEST = re.compile(rb"Iteration (\d+), Testing net[^\n]*\n((?:(?![^\n]*Iteration \d)[^\n]*\n)*)")
 _SCORE = re.compile(rb"Test (?:score|net output) #(\d+): (?:(\S+) = )?([^\s(]+)")
@@ -91,6 +93,18 @@ class Segment:
     first_iter: int = None
     last_iter: int = None
     engine: str = "caffe"                               # "torch" when tf's torch engine wrote it
+    speed: tuple = (_EMPTY[0], _EMPTY[1], _EMPTY[1])    # display intervals: (iterations, iter/s, img/s or nan)
+
+
+def _speed(data: bytes) -> tuple:
+    found = _SPEED.findall(data)
+    its, per_s, img_s = [], [], []
+    for it, a, b in found:
+        if _is_float(a) and (not b or _is_float(b)):
+            its.append(int(it))
+            per_s.append(float(a))
+            img_s.append(float(b) if b else np.nan)
+    return np.array(its, np.int32), np.array(per_s), np.array(img_s)
 
 
 @dataclass
@@ -110,6 +124,21 @@ class NetLog:
     @property
     def iterations(self) -> int:
         return max((s.last_iter for s in self.segments if s.last_iter is not None), default=0)
+
+    def images_per_second(self, batch: int) -> float:
+        """The training speed (median over display intervals, tests and snapshots included as Caffe
+        counts them): the engine's img/s where it logged them, else iter/s × ``batch``; for logs with
+        neither (2014), iterations over the wall time the segments cover. None without any."""
+        per_s = np.concatenate([s.speed[1] for s in self.segments] or [np.zeros(0)])
+        img_s = np.concatenate([s.speed[2] for s in self.segments] or [np.zeros(0)])
+        if len(per_s):
+            rates = np.where(np.isnan(img_s), per_s * batch, img_s)
+            rates = rates[np.isfinite(rates) & (rates > 0)]
+            return float(np.median(rates)) if len(rates) else None
+        spans = [(s.last_iter - s.first_iter, s.seconds) for s in self.segments
+                 if s.first_iter is not None and s.seconds > 0]
+        its, seconds = sum(a for a, _ in spans), sum(b for _, b in spans)
+        return its * batch / seconds if its > 0 and seconds else None
 
     def score(self, which) -> dict:
         """Test values by iteration for a score index or name (``0``/``"accuracy"``, ``1``/``"loss"``)."""
@@ -178,7 +207,7 @@ def _test_blocks(data: bytes):
 def parse_segment(path, lr: bool = True) -> Segment:
     """One log file. ``lr=False`` skips the learning rates (the results need only losses and tests)."""
     data = read_text(path)
-    seg = Segment(str(path), lr=_pairs(_LR, data) if lr else _EMPTY, loss=_pairs(_LOSS, data))
+    seg = Segment(str(path), lr=_pairs(_LR, data) if lr else _EMPTY, loss=_pairs(_LOSS, data), speed=_speed(data))
     if b" torch engine: " in data[:4096]:
         seg.engine = "torch"
     clocks = []

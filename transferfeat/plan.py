@@ -84,10 +84,19 @@ class Schedule:
         return self.busy / (self.gpus * self.makespan) if self.makespan else 0.0
 
 
-def durations(study: Study, nets: list[Net], days_per_net: float) -> dict[str, float]:
-    """Days per net: ``days_per_net`` for the longest schedule, scaled by each net's iterations."""
+def durations(study: Study, nets: list[Net], days_per_net: float = None, images_per_second: float = None) -> dict[str, float]:
+    """Days per net: its training images at ``images_per_second``, or ``days_per_net`` for the longest
+    schedule, scaled by each net's iterations."""
+    if images_per_second:
+        batch = study.config.input.train_batch
+        return {n.name: study.max_iter(n) * batch / images_per_second / 86400 for n in nets}
     longest = max(study.max_iter(n) for n in nets)
     return {n.name: days_per_net * study.max_iter(n) / longest for n in nets}
+
+
+def training_images(study: Study, nets: list[Net]) -> int:
+    """Images the nets' training passes take (iterations × training batch)."""
+    return sum(study.max_iter(n) for n in nets) * study.config.input.train_batch
 
 
 def _critical(nets: list[Net], days: dict[str, float]) -> dict[str, float]:
@@ -129,17 +138,21 @@ def simulate(nets: list[Net], days: dict[str, float], gpus: int, barrier: bool) 
     return Schedule(gpus, now, sum(days.values()))
 
 
-def estimate(study: Study, nets: list[Net], gpus: list[int], days_per_net: float) -> list[tuple[Schedule, Schedule]]:
+def estimate(study: Study, nets: list[Net], gpus: list[int], days_per_net: float = None,
+             images_per_second: float = None) -> list[tuple[Schedule, Schedule]]:
     """(per-net dependencies, block barriers) for each GPU count."""
-    days = durations(study, nets, days_per_net)
+    days = durations(study, nets, days_per_net, images_per_second)
     return [(simulate(nets, days, g, False), simulate(nets, days, g, True)) for g in gpus]
 
 
-def describe(study: Study, nets: list[Net], result) -> tuple[dict, list[str]]:
-    """``estimate``'s answer as a JSON document and as text lines (the DAG, then a table)."""
+def describe(study: Study, nets: list[Net], result, speed: str) -> tuple[dict, list[str]]:
+    """``estimate``'s answer as a JSON document and as text lines (the DAG, the cost, then a table);
+    ``speed`` says what the estimate assumed."""
     from .formats import table
     dag = {n.name: list(n.requires) for n in nets}
-    data = {"requires": dag, "schedules": [
+    images = training_images(study, nets)
+    gpu_hours = result[0][0].busy * 24 if result else 0.0
+    data = {"requires": dag, "speed": speed, "training_images": images, "gpu_hours": gpu_hours, "schedules": [
         {"gpus": a.gpus, "per_net": {"makespan_days": a.makespan, "utilisation": a.utilisation},
          "blocks": {"makespan_days": b.makespan, "utilisation": b.utilisation}} for a, b in result]}
     roots = [n for n in nets if not n.requires]
@@ -148,7 +161,8 @@ def describe(study: Study, nets: list[Net], result) -> tuple[dict, list[str]]:
         deps = [n.name for n in study.dependants(base.name) if n.name in dag]
         if deps:
             lines.append(f"  {base.name} <- {len(deps)}: {' '.join(deps)}")
+    lines += ["", f"{images / 1e9:.2f} G training images ({speed}): {gpu_hours:,.0f} GPU-hours; wall days on N GPUs:"]
     rows = [[a.gpus, f"{a.makespan:.1f}", f"{a.utilisation:.0%}", f"{b.makespan:.1f}", f"{b.utilisation:.0%}",
              f"{b.makespan / a.makespan:.2f}x" if a.makespan else "-"] for a, b in result]
-    lines += ["", table(rows, ["gpus", "per-net days", "util", "blocks days", "util", "blocks/per-net"])]
+    lines += [table(rows, ["gpus", "per-net days", "util", "blocks days", "util", "blocks/per-net"])]
     return data, lines

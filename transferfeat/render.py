@@ -119,6 +119,11 @@ def _caffe1_val_tail(ctx: list[LayerContext]) -> list[LayerContext]:
                    LayerContext("loss", "softmax_loss", bottoms=[logits, "label"], tops=["loss"])]
 
 
+def _db_or_index(d: DatasetFolder, kind: str) -> Path:
+    """The dataset's database, or its index into the image store when that is how it was built."""
+    return d.index if kind == "lmdb" and d.index.is_dir() and not d.lmdb.exists() else d.db(kind)
+
+
 class Renderer:
     def __init__(self, study: Study, dialect: str = "caffe1", image_data: bool = False):
         if dialect not in DIALECTS:
@@ -168,7 +173,7 @@ class Renderer:
             out[names.train_images] = Path(images) / "train"
             out[names.valid_images] = Path(images) / "val"
         else:
-            out[names.train], out[names.valid] = train.db(self.spec.db), valid.db(self.spec.db)
+            out[names.train], out[names.valid] = (_db_or_index(d, self.spec.db) for d in (train, valid))
         return out
 
     def render_all(self, nets, out, data_root=None, images=None) -> None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .folder import StudyFolder, segment_order
+from .errors import Error
 from .health import divergence, near_chance
 from .logs import Segment, merge, parse_segment
 from .study import Net, Study
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 COLUMNS = ["iterations", "tests", "classes", "top1_last", "top1_best", "top1_top10_mean",
            "val_loss_bottom10_mean", "train_loss_bottom10_mean", "engine", "health"]
 
@@ -31,9 +32,9 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else None
 
 
-def metrics(log, net: Net, outputs: int) -> dict:
+def metrics(log, net: Net, outputs: int, batch: int) -> dict:
     """A net's numbers from its log; a diverged net's from its tests before the divergence.
-    ``outputs``: the width of its last layer (what its loss is over)."""
+    ``outputs``: the width of its last layer (what its loss is over); ``batch``: its training batch."""
     diverged = divergence(log, outputs)
     until = diverged.iteration if diverged else float("inf")
     acc = [v for it, v in log.accuracy.items() if it < until]
@@ -51,6 +52,7 @@ def metrics(log, net: Net, outputs: int) -> dict:
         "val_loss_bottom10_mean": _mean(sorted(vloss)[:10]),
         "train_loss_bottom10_mean": float(np.sort(loss)[:10].astype(np.float64).mean()) if len(loss) else None,
         "engine": log.engines,
+        "images_per_second": log.images_per_second(batch),
         "health": "diverged" if diverged else ("at chance" if near_chance(top10, net.classes) else "ok"),
     }
     if diverged:
@@ -78,7 +80,7 @@ def _parse_for_results(path):
     return parse_segment(path, lr=False)
 
 
-_ARRAYS = ("loss_its", "loss_vals", "test_its", "test_idx", "test_vals")
+_ARRAYS = ("loss_its", "loss_vals", "test_its", "test_idx", "test_vals", "speed_its", "speed_iter_s", "speed_img_s")
 
 
 def _save_cache(path: Path, segments: dict) -> None:
@@ -90,12 +92,14 @@ def _save_cache(path: Path, segments: dict) -> None:
         tests = [(it, idx, v) for it, scores in seg.test.items() for idx, v in scores.items()]
         index.append({"key": list(key), "path": seg.path, "test_names": seg.test_names, "seconds": seg.seconds,
                       "first_iter": seg.first_iter, "last_iter": seg.last_iter, "engine": seg.engine,
-                      "losses": len(seg.loss[0]), "tests": len(tests)})
+                      "losses": len(seg.loss[0]), "tests": len(tests), "speeds": len(seg.speed[0])})
         parts["loss_its"].append(np.asarray(seg.loss[0], np.int64))
         parts["loss_vals"].append(np.asarray(seg.loss[1], np.float64))
         parts["test_its"].append(np.array([t[0] for t in tests], np.int64))
         parts["test_idx"].append(np.array([t[1] for t in tests], np.int64))
         parts["test_vals"].append(np.array([t[2] for t in tests], np.float64))
+        for name, values in zip(("speed_its", "speed_iter_s", "speed_img_s"), seg.speed):
+            parts[name].append(np.asarray(values, np.float64))
     buf = io.BytesIO()
     np.savez(buf, index=np.frombuffer(json.dumps({"version": CACHE_VERSION, "segments": index}).encode(), np.uint8),
              **{k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()})
@@ -112,20 +116,22 @@ def _load_cache(path: Path) -> dict:
             if head.get("version") != CACHE_VERSION:
                 return {}
             arrays = {k: z[k] for k in _ARRAYS}
-        out, at_loss, at_test = {}, 0, 0
+        out, at_loss, at_test, at_speed = {}, 0, 0, 0
         for e in head["segments"]:
-            n, m = e["losses"], e["tests"]
+            n, m, k = e["losses"], e["tests"], e["speeds"]
             test = {}
             for it, idx, v in zip(arrays["test_its"][at_test:at_test + m].tolist(),
                                   arrays["test_idx"][at_test:at_test + m].tolist(),
                                   arrays["test_vals"][at_test:at_test + m].tolist()):
                 test.setdefault(it, {})[idx] = v
             loss = (arrays["loss_its"][at_loss:at_loss + n].astype(np.int32), arrays["loss_vals"][at_loss:at_loss + n])
-            out[tuple(e["key"])] = Segment(e["path"], loss=loss, test=test,
+            speed = (arrays["speed_its"][at_speed:at_speed + k].astype(np.int32),
+                     arrays["speed_iter_s"][at_speed:at_speed + k], arrays["speed_img_s"][at_speed:at_speed + k])
+            out[tuple(e["key"])] = Segment(e["path"], loss=loss, test=test, speed=speed,
                                            test_names={int(k): v for k, v in e["test_names"].items()},
                                            seconds=e["seconds"], first_iter=e["first_iter"], last_iter=e["last_iter"],
                                            engine=e["engine"])
-            at_loss, at_test = at_loss + n, at_test + m
+            at_loss, at_test, at_speed = at_loss + n, at_test + m, at_speed + k
         return out
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return {}
@@ -155,6 +161,15 @@ def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) 
     return {name: merge([cache[keys[p]] for p in sorted(paths, key=segment_order)]) for name, paths in files.items()}
 
 
+def measured_speed(study: Study, root) -> tuple[float, int]:
+    """(images/s, how many nets): the median training speed of the nets whose logs under ``root`` show one."""
+    batch = study.config.input.train_batch
+    rates = [r for r in (log.images_per_second(batch) for log in parse_root(study, root).values()) if r]
+    if not rates:
+        raise Error(f"{root}: no net's log shows a training speed (display lines, or timestamps)")
+    return float(np.median(rates)), len(rates)
+
+
 def summarize(study: Study, logs: dict) -> dict:
     """The ``tf results --format json`` document: per-net metrics, series means and missing nets."""
     nets, points = {}, {}
@@ -163,7 +178,7 @@ def summarize(study: Study, logs: dict) -> dict:
         log = logs.get(net.name)
         if log is None or not log.accuracy:
             continue
-        nets[net.name] = m = metrics(log, net, outputs)
+        nets[net.name] = m = metrics(log, net, outputs, study.config.input.train_batch)
         if net.series and m["health"] != "diverged" and m["top1_top10_mean"] is not None:
             points.setdefault(net.series, {}).setdefault(net.x, []).append(m["top1_top10_mean"])
     series = {s: {str(x): _mean(v) for x, v in sorted(points[s].items())} for s in study.series() if s in points}

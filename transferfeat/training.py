@@ -125,6 +125,8 @@ class Attempt:
             write_attempt(self.dir, status="failed", exit_code=None, last_lines=[f"cannot start: {e}"])
             raise Error(f"net {self.net.name}: cannot start {self.launch.argv[0]}: {e.strerror}") from None
         self.started = time.time()
+        if self.stopping:                               # a stop asked for while the trainer was being started
+            self.engine.stop(self.proc)
 
     def _describe(self) -> dict:
         try:
@@ -133,10 +135,11 @@ class Attempt:
             return {"engine": self.engine.name}
 
     def stop(self, reason: str = None) -> None:
-        """Ask the trainer to snapshot and stop."""
-        if self.proc and not self.stopping:
+        """Ask the trainer to snapshot and stop (as soon as it exists, when it does not yet)."""
+        if not self.stopping:
             self.stopping, self.stop_reason = True, reason
-            self.engine.stop(self.proc)
+            if self.proc:
+                self.engine.stop(self.proc)
 
     def watch_disk(self) -> Optional[str]:
         """Stop (with a snapshot) when the disk has no room for two more snapshot pairs; the reason."""

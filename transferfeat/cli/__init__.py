@@ -108,18 +108,35 @@ def render(ctx, globs, root, data_root, dialect, image_data, images):
 @command()
 @globs_argument
 @click.option("--gpu-counts", default="1,4,8,64", show_default=True, help="GPU counts to plan for, comma-separated.")
-@click.option("--days-per-net", type=click.FloatRange(0, min_open=True), default=9.5, show_default=True,
-              help="Days for a full-length net (paper: ~9.5 on a K20).")
+@click.option("--days-per-net", type=click.FloatRange(0, min_open=True),
+              help="Days for a full-length net [default: 9.5, the paper's on a K20].")
+@click.option("--images-per-second", type=click.FloatRange(0, min_open=True),
+              help="A GPU's training speed instead (bench_engine.py's, or a log's img/s).")
+@click.option("--measured", is_flag=True, help="The speed the nets' logs under --root show (median).")
+@root_option
 @fmt_option("table", "json")
-def plan(ctx, globs, gpu_counts, days_per_net, fmt):
-    """The dependency DAG and schedule estimates: per-net dependencies against block barriers.
+def plan(ctx, globs, gpu_counts, days_per_net, images_per_second, measured, root, fmt):
+    """The dependency DAG, the study's GPU-hours and wall days on N GPUs: per-net dependencies
+    against block barriers.
 
-    Example: tf plan --gpu-counts 1,8,64
+    Example: tf plan --images-per-second 4470 --gpu-counts 1,8,64
     """
     from ..plan import describe, estimate
-    study = study_of(ctx)
+    from ..results import measured_speed
+    if sum(v is not None and v is not False for v in (days_per_net, images_per_second, measured)) > 1:
+        raise click.UsageError("give one of --days-per-net, --images-per-second and --measured")
+    study = study_of(ctx, root if measured else None)
     nets = study.select(globs)
-    data, lines = describe(study, nets, estimate(study, nets, comma_ints(gpu_counts, "positive GPU counts", 1), days_per_net))
+    if measured:
+        images_per_second, n = measured_speed(study, root)
+        speed = f"{images_per_second:,.0f} img/s, the median of {n} nets' logs under {root}"
+    elif images_per_second:
+        speed = f"{images_per_second:,.0f} img/s"
+    else:
+        days_per_net = days_per_net or 9.5
+        speed = f"{days_per_net:g} days for a full-length net"
+    result = estimate(study, nets, comma_ints(gpu_counts, "positive GPU counts", 1), days_per_net, images_per_second)
+    data, lines = describe(study, nets, result, speed)
     click.echo(formats.as_json(data) if fmt == "json" else "\n".join(lines))
 
 
@@ -159,14 +176,28 @@ def split(ctx, source, data_root):
 @click.option("--threads", type=int, help="Decoding threads (default: one per core).")
 @click.option("--max-skip", type=float, default=0.01, show_default=True, help="Fail when more than this fraction of images cannot be read.")
 @click.option("--no-space-check", is_flag=True, help="Start even when the disk seems to lack room for the estimate.")
+@click.option("--store", is_flag=True, help="Instead of a database per dataset: one image store (store/train, store/val) "
+                                            "and every dataset as an index into it (the torch engine reads them; Caffe "
+                                            "needs per-dataset databases).")
 def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, shuffle, seed, threads, max_skip,
-       no_space_check):
+       no_space_check, store):
     """Build Caffe LMDB databases (Datum records) from list files, as convert_imageset does.
 
-    Example: tf db --all --data-root data --images ILSVRC12
+    Example: tf db --all --data-root data --images ILSVRC12      (or: tf db --store --data-root data --images ILSVRC12)
     """
     from ..datasets import build_db, db_jobs
     study = study_of(ctx)
+    if store:
+        from ..store import build_store, sizes
+        if datasets or list_file or out or images is None:
+            raise click.UsageError("--store takes --images DIR and --data-root, and builds for every dataset")
+        size = size_of(resize) if resize is not None else ((study.config.input.resize,) * 2 if study.config.input.resize else None)
+        s = sizes(study, data_root, images, size or None, encoded)
+        click.echo(f"disk for study {study.config.name!r}: a database per dataset {formats.nbytes(s['datasets'])}; the "
+                   f"store {formats.nbytes(s['store'])} and its indexes {formats.nbytes(s['indexes'])}")
+        build_store(study, data_root, images, size or None, encoded, threads, log=click.echo, max_skip=max_skip,
+                    check_space=not no_space_check)
+        return
     jobs, size = db_jobs(study, datasets, all_, data_root, images, list_file, out, None if resize is None else size_of(resize))
     for _, lst, img, dest in jobs:
         if dest.exists() and not list_file:

@@ -93,6 +93,12 @@ class CaffeEngine(Engine):
         return cls(caffe)
 
     def command(self, netdir: NetFolder, resume=None, weights=None, gpu=None) -> list:
+        from ..datasets import is_index
+        for link in (netdir.path / "imagenet_train_lmdb", netdir.path / "imagenet_val_lmdb"):
+            if is_index(link):
+                raise Error(f"net {netdir.name}: {link.name} is an index into the image store (tf db --store), "
+                            f"which only the torch engine reads; Caffe needs real LMDBs: build them with "
+                            f"`tf db DATASET … --images DIR` and render again, or train with --engine torch")
         return train_args(find_tool("caffe", self.caffe), SOLVER, gpu, snapshot=resume, weights=weights)
 
     def test_command(self, model: str, weights: str, iterations: int, gpu=None) -> list:

@@ -12,7 +12,8 @@ from ..folder import SOLVER, NetFolder
 from .base import Engine, register
 from .torchnet import PRECISIONS, check_precision
 
-INSTALL_HINT = "pip install 'transferfeat[torch]'   (or: pip install torch)"
+INSTALL_HINT = ("TF_TORCH=torch==2.13.0 bash scripts/setup.sh   (or: pip install 'transferfeat[torch]'; on a machine "
+                "without a GPU add --extra-index-url https://download.pytorch.org/whl/cpu: 0.7 GB, not 4.5)")
 PROGRAM = "transferfeat.engines.torchnet"
 
 

@@ -54,7 +54,7 @@ def parse_args(argv: list) -> tuple[str, dict]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    log = Log()
+    log, solver = Log(), None
     try:
         command, args = parse_args(argv)
         device = f"cuda:{args['gpu']}" if args.get("gpu") not in (None, "") else "cpu"
@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     except Exception as e:                              # noqa: BLE001 - torch's own errors, one line too
         log(f"Check failed: {type(e).__name__}: {' '.join(str(e).split())[:500]}", "torchnet.py:0", "F")
         return 1
+    finally:
+        if solver is not None:
+            solver.close()
 
 
 def test(args: dict, device: str, log: Log) -> int:
@@ -90,7 +93,11 @@ def test(args: dict, device: str, log: Log) -> int:
     def each(b, outs):
         for name, v, _ in outs:
             log(f"Batch {b}, {name} = {g(v)}", "caffe.cpp:304")
-    means = score(net, Feed(spec, "TEST", 0, log), int(args.get("iterations", 50)), device, each=each)
+    feed = Feed(spec, "TEST", 0, log, device=device)
+    try:
+        means = score(net, feed, int(args.get("iterations", 50)), device, each=each)
+    finally:
+        feed.close()
     log(f"Loss: {g(sum(mean * w for _, mean, w in means))}", "caffe.cpp:309")
     for name, mean, w in means:
         extra = f" (* {g(w)} = {g(w * mean)} loss)" if w else ""

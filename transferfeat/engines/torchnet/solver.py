@@ -90,8 +90,13 @@ class Solver:
             spec = self.train_spec if which == "train" else self.test_specs[which]
             phase = "TRAIN" if which == "train" else "TEST"
             self._feeds[which] = Feed(spec, phase, self.seed + (0 if which == "train" else 1 + which), self.log,
-                                      pin=self.device.type == "cuda")
+                                      device=self.device)
         return self._feeds[which]
+
+    def close(self) -> None:
+        """Stop the feeds' threads."""
+        for feed in self._feeds.values():
+            feed.close()
 
     def _stopped(self) -> bool:
         return self.stop_requested
@@ -121,20 +126,29 @@ class Solver:
 
     @torch.no_grad()
     def apply_update(self, rate: float) -> None:
-        """Normalize, Regularize (L2), ComputeUpdateValue, Update: Caffe's SGD, in fp32."""
+        """Normalize, Regularize (L2), ComputeUpdateValue, Update: Caffe's SGD, in fp32; the blobs with
+        the same multipliers updated together (torch._foreach_*: a few kernels, the same arithmetic)."""
         s = self.s
+        groups: dict = {}
         for (layer, i, w, lr_mult, decay_mult), h in zip(self.net.learnable(), self.history):
             if lr_mult == 0:
                 continue                          # no backward, no change: bit-identical
-            diff = w.grad if w.grad is not None else torch.zeros_like(w)
+            if w.grad is None:
+                w.grad = torch.zeros_like(w)
+            group = groups.setdefault((lr_mult, decay_mult), ([], [], []))
+            for part, t in zip(group, (w, w.grad, h)):
+                part.append(t)
+        for (lr_mult, decay_mult), (ws, diffs, hs) in groups.items():
             if s["iter_size"] > 1:
-                diff.mul_(1.0 / s["iter_size"])
+                torch._foreach_mul_(diffs, 1.0 / s["iter_size"])
             decay = s["weight_decay"] * decay_mult
             if decay:
-                diff.add_(w, alpha=decay)
-            h.mul_(s["momentum"]).add_(diff, alpha=rate * lr_mult)
-            w.sub_(h)
-            w.grad = None
+                torch._foreach_add_(diffs, ws, alpha=decay)
+            torch._foreach_mul_(hs, s["momentum"])
+            torch._foreach_add_(hs, diffs, alpha=rate * lr_mult)
+            torch._foreach_sub_(ws, hs)
+            for w in ws:
+                w.grad = None
 
     def step(self, batch=None):
         """One training iteration as Solver::Step runs it, tests and snapshots aside: forward and
@@ -152,8 +166,9 @@ class Solver:
         if (s["display"] and self.iter % s["display"] == 0) or not finite:
             lapse = time.time() - self._timer
             per_s = (self.iter - self._last) / (lapse or 1)
-            self.log(f"Iteration {self.iter} ({g(per_s)} iter/s, {lapse:.3g}s/{s['display']} iters), "
-                     f"loss = {g(self.smoothed)}", "solver.cpp:239")
+            images = per_s * self.train_spec.layers[0].param("batch_size") * s["iter_size"]
+            self.log(f"Iteration {self.iter} ({g(per_s)} iter/s, {lapse:.3g}s/{s['display']} iters, "
+                     f"{images:.1f} img/s), loss = {g(self.smoothed)}", "solver.cpp:239")
             self._timer, self._last = time.time(), self.iter
             self.log(f"Iteration {self.iter}, lr = {g(rate)}", "sgd_solver.cpp:112")
         if not finite:

@@ -1,0 +1,112 @@
+"""One image store for the whole study, and each dataset as an index into it.
+
+The 33 datasets of the paper are subsets of the same 1.33 M images with their own labels and
+order; as LMDBs they take about 1.5 TB. The store holds each image once: ``<data>/store/train`` and
+``<data>/store/val``, built by ``build_db`` from the whole training and validation lists (in list
+order, resized as Caffe resizes, raw or encoded). A dataset is then ``<data>/<dataset>/index``: the
+store rows of its records in the order its own LMDB would hold them (the list shuffled with the same
+seed), read with the labels of its own list. ``read_index`` gives exactly the records — keys,
+pixels, labels — that the dataset's LMDB would (the torch engine reads indexes; Caffe cannot: it
+needs real LMDBs, and tf says so).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .datasets import BUILD_REPORT, INDEX, VERSION, Index, build_db, check_db, estimate_bytes, index_order, read_index
+from .errors import Error
+from .folder import DatasetFolder
+from .splits import read_list
+
+PARTS = {"train": "whole_train", "valid": "whole_valid"}
+
+
+def store_db(data_root, part: str) -> Path:
+    """The store's database for ``part`` ("train" or "valid")."""
+    return Path(data_root) / "store" / ("train" if part == "train" else "val")
+
+
+def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True, seed=0) -> Index:
+    """The index of the dataset whose list is ``list_file`` into the store's ``part``, at ``out``."""
+    list_file, out = Path(list_file), Path(out)
+    whole = DatasetFolder(data_root, PARTS[part]).files
+    store = store_db(data_root, part)
+    check_db(store)
+    rows = {e.path: i for i, e in enumerate(read_list(whole, 1 << 30))}
+    report = store / BUILD_REPORT
+    skipped = {s["line"] - 1 for s in json.loads(report.read_text())["skipped"]} if report.is_file() else set()
+    entries = read_list(list_file, classes)
+    order = index_order(len(entries), shuffle, seed)
+    positions, store_rows = [], []
+    for i, k in enumerate(order):
+        row = rows.get(entries[k].path)
+        if row is None:
+            raise Error(f"{list_file}:{k + 1}: {entries[k].path} is not in {whole}, so not in the store")
+        if row not in skipped:                          # an image the store could not read: no record here either
+            positions.append(i)
+            store_rows.append(row)
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, positions=np.array(positions, np.uint32), rows=np.array(store_rows, np.uint32))
+    atomic.write_bytes(partial / "records.npz", buf.getvalue())
+    atomic.write_json(partial / INDEX, {"version": VERSION, "store": os.path.relpath(store, out),
+                                        "list": os.path.relpath(list_file, out), "seed": seed, "shuffle": shuffle,
+                                        "classes": classes, "records": len(positions)})
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return read_index(out)
+
+
+def sizes(study, data_root, images, resize, encoded) -> dict:
+    """Disk each way for the study's datasets: per-dataset LMDBs, or the store and the indexes."""
+    per_dataset, store = 0, 0
+    for name in study.datasets():
+        d = DatasetFolder(data_root, name)
+        if d.files.is_file():
+            part = "train" if study.dataset_specs[name].part == "train" else "val"
+            per_dataset += estimate_bytes(read_list(d.files, study.config.datasets.classes), Path(images) / part,
+                                          resize, encoded)
+    for part, name in PARTS.items():
+        d = DatasetFolder(data_root, name)
+        if d.files.is_file():
+            folder = Path(images) / ("train" if part == "train" else "val")
+            store += estimate_bytes(read_list(d.files, study.config.datasets.classes), folder, resize, encoded)
+    lines = sum(sum(1 for _ in open(DatasetFolder(data_root, n).files)) for n in study.datasets()
+                if DatasetFolder(data_root, n).files.is_file())
+    return {"datasets": per_dataset, "store": store, "indexes": 8 * lines + 4096 * len(study.datasets())}
+
+
+def build_store(study, data_root, images, resize=None, encoded=False, threads=None, log=print, **kw) -> list:
+    """The store (both parts) and an index for every dataset of the study whose list exists."""
+    out = []
+    for part, name in PARTS.items():
+        lst = DatasetFolder(data_root, name).files
+        db = store_db(data_root, part)
+        if not lst.is_file():
+            raise Error(f"{lst} is missing: run `tf split` first (the store holds the whole {part} list)")
+        if db.exists():
+            log(f"{db}: exists, kept")
+        else:
+            r = build_db(lst, Path(images) / ("train" if part == "train" else "val"), db,
+                         classes=study.config.datasets.classes, resize=resize, encoded=encoded, shuffle=False,
+                         threads=threads, log=log, **kw)
+            log(f"{db}: {r.written} records, {len(r.skipped)} skipped")
+    for name in study.datasets():
+        d = DatasetFolder(data_root, name)
+        if not d.files.is_file():
+            log(f"{name}: no list ({d.files}), no index")
+            continue
+        part = "train" if study.dataset_specs[name].part == "train" else "valid"
+        index = write_index(d.files, data_root, part, d.index, study.config.datasets.classes)
+        out.append((name, index))
+        log(f"{d.index}: {len(index)} records of {store_db(data_root, part)}")
+    return out

@@ -82,13 +82,20 @@ class Page:
                 return msg.get("result", {})
             self.events.append(msg)
 
-    def wait_for(self, method, timeout=30):
+    def wait_for(self, method, since=0, timeout=30):
+        """Wait for event ``method`` among the events recorded from index ``since`` on."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(e.get("method") == method for e in self.events):
+            if any(e.get("method") == method for e in self.events[since:]):
                 return
             self.events.append(json.loads(self.ws.recv()))
         raise TimeoutError(method)
+
+    def navigate(self, url):
+        """Load ``url`` and wait for its own load event (not an earlier page's)."""
+        since = len(self.events)
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired", since)
 
     def js(self, expression):
         out = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -160,8 +167,7 @@ def test_report_in_a_real_browser(shared, page, tmp_path, monkeypatch):
     shots = {}
     for width in (1400, 800):
         page.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False)
-        page.call("Page.navigate", url=out.as_uri())
-        page.wait_for("Page.loadEventFired")
+        page.navigate(out.as_uri())
         assert page.js("document.documentElement.scrollWidth") <= width, width      # no horizontal overflow
         assert page.js("document.querySelectorAll('figure svg').length") == 4       # each figure once
         assert page.js("Array.from(document.querySelectorAll('figure')).map(f => f.id)") == [

@@ -166,6 +166,38 @@ def paper_size_valid(tmp_path, dataset: str, valid_per_class: int):
     return img, tmp_path / "data", valid
 
 
+def class_folder(root, classes: int = 4, per_class: int = 10, val_per_class: int = 0, size=(32, 32)) -> Path:
+    """A user's image folder: ``root/<class>/*.jpg`` (``tf synth``'s learnable strokes, class names
+    out of label order) and, with ``val_per_class``, ``root/val/<class>/*.jpg``."""
+    import numpy as np
+    from PIL import Image
+    from transferfeat.synth import class_strokes, draw
+    rng = np.random.RandomState(5)
+    strokes = class_strokes(classes, rng)
+    names = [f"{animal}_{c}" for c, animal in zip(range(classes), ["zebra", "ant", "owl", "cat", "emu", "yak"] * 9)]
+    for c, name in enumerate(names):
+        for sub, n in (("", per_class), ("val", val_per_class)):
+            d = Path(root) / sub / name
+            for i in range(n):
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(draw(strokes[c], size, rng)).save(d / f"img{i:03d}.jpg", quality=90)
+    return Path(root)
+
+
+def folder_study(tmp_path, classes: int = 4, max_iter: int = 20) -> Path:
+    """The mini study for a ``class_folder`` data set: ``classes`` classes, the half family with one
+    seed and its transfer nets, a short schedule; written to ``tmp_path/folder.yaml``."""
+    def edit(s):
+        s["datasets"].update(classes=classes, natural=list(range(classes // 2)), train_per_class=8, valid_per_class=2,
+                             reduced_per_class=[1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8][:len(s["datasets"]["reduced_per_class"])])
+        s["families"] = {"half": {"seeds": [0]}, "transfer": {"seeds": [0], "directions": ["AB"], "depths": [1, 2]}}
+        s["input"].update(train_batch=4, val_batch=2)
+        for solver in s["solvers"].values():
+            solver.update(max_iter=max_iter, snapshot=max_iter // 2, test_interval=max_iter // 2, stepsize=max_iter,
+                          test_iter=2, display=5)
+    return write_study(tmp_path, edit, name="folder.yaml")
+
+
 def write_study(tmp_path, edit=None, base: str = "mini", name: str = "study.yaml") -> Path:
     """A study file made from a shipped study: its YAML parsed, changed by ``edit(data)`` (a dict),
     written to ``tmp_path/name``."""

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import net_state, paper_size_valid, rendered, resize_tmpfs, set_fields, tiny_study_file, tf
+from conftest import (class_folder, folder_study, net_state, paper_size_valid, rendered, resize_tmpfs, set_fields,
+                      tiny_study_file, tf)
 from transferfeat.caffeproto import net_weights
 from transferfeat.datasets import compute_mean, write_mean
 from transferfeat.demo import prepare_data
@@ -223,3 +224,27 @@ def test_disk_full_during_training_stops_cleanly_then_resumes(tiny_data, tmp_pat
     r = tf("run", "half0A", "--root", folder.root, "--parallel", "1")
     assert r.exit_code == 0, r.output
     assert net_state(folder, "half0A").done and parse_files(folder.net("half0A").logs()).iterations == 60
+
+
+def test_a_class_folder_study_builds_and_trains_a_base_and_a_transfer_net(tmp_path):
+    """A user's own images (FOLDER/<class>/*.jpg, validation held out): split, db, mean, render, and
+    real Caffe trains the base net and a transfer net whose frozen layer is the base net's."""
+    img = class_folder(tmp_path / "img", per_class=10)
+    study, data, root = folder_study(tmp_path), tmp_path / "data", tmp_path / "results"
+    r = tf("--study", study, "split", "--folder", img, "--data-root", data)
+    assert r.exit_code == 0 and "4 classes, 36 train images, 4 validation images" in r.output, r.output
+    sets = ["half0A_train", "half0A_valid", "half0B_train", "half0B_valid"]
+    r = tf("--study", study, "db", *sets, "--data-root", data, "--images", img)
+    assert r.exit_code == 0 and r.output.count("0 skipped") == 4, r.output
+    for name in ("half0A_train", "half0B_train"):
+        assert tf("--study", study, "mean", name, "--data-root", data).exit_code == 0
+    assert tf("--study", study, "render", "half0A", "transfer0A0B_1_1", "--root", root, "--data-root", data).exit_code == 0
+    for name in ("half0A", "transfer0A0B_1_1"):
+        r = tf("train", name, "--root", root)
+        assert r.exit_code == 0, r.output
+    base = net_weights(NetDir(root, "half0A").snapshots().get(20))
+    frozen = net_weights(NetDir(root, "transfer0A0B_1_1").snapshots().get(20))
+    assert all(np.array_equal(a, b) for a, b in zip(base["conv1"], frozen["conv1"]))
+    assert "fc8-new" in frozen and "conv2-new" in frozen
+    log = parse_files(NetDir(root, "transfer0A0B_1_1").logs())
+    assert log.iterations == 20 and sorted(log.accuracy) == [10, 20]

@@ -109,7 +109,8 @@ def test_the_table_agrees_with_caffe_proto(shared):
     blocks = {"convolution_param": "ConvolutionParameter", "pooling_param": "PoolingParameter", "lrn_param":
               "LRNParameter", "inner_product_param": "InnerProductParameter", "dropout_param": "DropoutParameter",
               "accuracy_param": "AccuracyParameter", "data_param": "DataParameter", "image_data_param":
-              "ImageDataParameter"}
+              "ImageDataParameter", "batch_norm_param": "BatchNormParameter", "scale_param": "ScaleParameter",
+              "eltwise_param": "EltwiseParameter"}
     for kind in TABLE.values():
         if not kind.block:
             continue
@@ -149,3 +150,42 @@ def test_prototxt_round_trip_and_quoting():
     assert isinstance(Message(), dict)
     with pytest.raises(Error, match="line 1: expected a field name"):
         parse('"name": 1')
+
+
+@pytest.fixture
+def residual(tmp_path):
+    """The residual miniature's transfer0A0B_1_2, rendered (caffe1): its folder."""
+    study = Study.load("mini-resnet")
+    return Renderer(study).render(study.net("transfer0A0B_1_2"), tmp_path / "results", data_root=tmp_path / "data")
+
+
+def test_the_residual_net_reads_with_its_statistics_and_frozen_units(residual):
+    spec = read(residual / "imagenet_train.prototxt", data_shape=(3, 32, 32))
+    assert spec.shapes["conv1"] == (32, 16, 14, 14) and spec.shapes["res4a"] == (32, 64, 4, 4)
+    assert spec.learnable["conv1"] == [(16, 3, 3, 3)]                              # bias_term: false
+    assert spec.learnable["bn_conv1"] == [(16,), (16,), (1,)] and spec.learnable["scale_conv1"] == [(16,), (16,)]
+    layers = {l.name: l for l in spec.layers}
+    assert layers["res2a"].bottoms == ["scale_conv1", "scale2a_branch2b"]       # the stem's ReLU worked in place
+    assert layers["res3a"].bottoms == ["scale3a_branch1-new", "scale3a_branch2b-new"]
+    assert layers["bn_conv1"].lr_mult == [0, 0, 0] and layers["bn_conv1"].param("use_global_stats") is True
+    assert layers["bn3a_branch1-new"].lr_mult == [0, 0, 0] and layers["bn3a_branch1-new"].param("use_global_stats") is None
+    assert layers["scale_conv1"].lr_mult == [0, 0] and layers["scale3a_branch1-new"].lr_mult == [1, 1]
+    assert "bias_filler" not in (residual / "imagenet_train.prototxt").read_text().split('name: "res2a_branch2a"')[1][:400]
+    val = read(residual / "imagenet_val.prototxt", "TEST", data_shape=(3, 32, 32))
+    assert {l.name: l for l in val.layers}["bn_conv1"].param("use_global_stats") is None     # TEST: stored anyway
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: layer(m, "bn_conv1")["param"][0].update(lr_mult=[1]), "a BatchNorm layer's blobs are statistics, never learned"),
+    (lambda m: layer(m, "res2a").update(bottom=["scale_conv1"]), "takes 2 or more bottom blob(s), not 1"),
+    (lambda m: layer(m, "res2a").update(bottom=["scale_conv1", "data"]), "needs inputs of one shape"),
+    (lambda m: layer(m, "res2a").update(eltwise_param=[Message({"operation": [Word("PROD")], "coeff": [1.0, 2.0]})]),
+     "coeff is for SUM"),
+    (lambda m: layer(m, "scale_conv1").one("scale_param").update(axis=[0]), "tf supports 1"),
+    (lambda m: layer(m, "scale_conv1").update(param=layer(m, "scale_conv1")["param"] * 2), "4 param blocks for 2 parameter blobs"),
+])
+def test_residual_layers_are_checked_as_caffe_checks_them(residual, edit, message):
+    path = residual / "imagenet_train.prototxt"
+    edit_prototxt(path, edit)
+    with pytest.raises(NetError, match=re.escape(message)):
+        read(path, data_shape=(3, 32, 32))

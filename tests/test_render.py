@@ -188,3 +188,28 @@ def test_netbase_padding_layers_only_in_v0():
     assert 'type: "padding"' in v0 and "padding" not in c1
     assert [l.one("name") for l in parse(c1).all("layer")] == [
         l.one("layer").one("name") for l in parse(v0).all("layers") if l.one("layer").one("type") != "padding"]
+
+
+def test_residual_nets_render_only_in_caffe1(tmp_path):
+    from click.testing import CliRunner
+    from transferfeat.cli import main
+    study = Study.load("mini-resnet")
+    with pytest.raises(Error, match="the 2014 dialect cannot spell layer conv1 of architecture ResNetMini"):
+        Renderer(study, "v0")
+    r = CliRunner().invoke(main, ["--study", "mini-resnet", "render", "half0A", "--root", str(tmp_path / "r"),
+                                  "--dialect", "v0"])
+    assert r.exit_code == 1 and "render it with --dialect caffe1" in r.output and "Traceback" not in r.output
+    text = Renderer(study).files(study.net("transfer-ft0A0B_1_2"))["imagenet_train.prototxt"]
+    assert "use_global_stats" not in text                  # fine-tuned units normalise on their batches
+
+
+def test_eltwise_coefficients_render_one_line_each(tmp_path):
+    from conftest import write_study
+    def edit(s):
+        layers = s["architecture"]["layers"]
+        i = next(k for k, l in enumerate(layers) if l["name"] == "res2a")
+        layers[i].update(coeff=[1.0, -0.5])
+    study = Study.load(write_study(tmp_path, edit, base="mini-resnet"))
+    text = Renderer(study).files(study.net("half0A"))["imagenet_train.prototxt"]
+    block = text.split('name: "res2a"')[1].split("layer {")[0]
+    assert "eltwise_param {\n    coeff: 1\n    coeff: -0.5\n  }" in block

@@ -1,4 +1,5 @@
 import hashlib
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -6,7 +7,7 @@ from click.testing import CliRunner
 from transferfeat.cli import main
 from transferfeat.errors import Error
 from transferfeat.families import random_halves
-from transferfeat.splits import make_splits, published_md5s, read_list
+from transferfeat.splits import folder_lists, make_splits, published_md5s, read_list
 from transferfeat.study import Study
 
 
@@ -84,3 +85,77 @@ def test_split_cli_warns_loudly_on_mismatch(shared, tmp_path):
 def test_split_cli_without_inputs_fails(tmp_path):
     r = CliRunner().invoke(main, ["split", "--source", str(tmp_path), "--data-root", str(tmp_path / "out")])
     assert r.exit_code == 1 and "no list written" in r.output
+
+
+def _folder_study(tmp_path, classes=4):
+    from conftest import folder_study
+    return Study.load(folder_study(tmp_path, classes))
+
+
+def test_a_class_folder_becomes_the_study_lists_with_held_out_validation(tmp_path):
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=10)
+    (img / "ant_1" / "notes.txt").write_text("not an image")
+    (img / "ant_1" / "empty.jpg").write_bytes(b"")
+    study = _folder_study(tmp_path)
+    f = folder_lists(img, tmp_path / "data", 4, valid_fraction=0.2, seed=3)
+    assert f.classes == ["ant_1", "cat_3", "owl_2", "zebra_0"] and f.held_out        # labels by sorted name
+    assert (f.train, f.valid) == (32, 8) and sorted(f.skipped) == ["ant_1/empty.jpg: empty file",
+                                                                   "ant_1/notes.txt: not an image file name"]
+    train = read_list(tmp_path / "data" / "whole_train" / "files.txt", 4)
+    valid = read_list(tmp_path / "data" / "whole_valid" / "files.txt", 4)
+    assert not {e.path for e in train} & {e.path for e in valid}
+    assert all(e.path.startswith(f.classes[e.label] + "/") for e in train + valid)
+    assert [sum(e.label == c for e in valid) for c in range(4)] == [2, 2, 2, 2]
+    assert (tmp_path / "data" / "classes.txt").read_text().split() == f.classes
+    first = (tmp_path / "data" / "whole_valid" / "files.txt").read_text()
+    folder_lists(img, tmp_path / "again", 4, valid_fraction=0.2, seed=3)
+    assert (tmp_path / "again" / "whole_valid" / "files.txt").read_text() == first            # seeded
+    folder_lists(img, tmp_path / "other", 4, valid_fraction=0.2, seed=4)
+    assert (tmp_path / "other" / "whole_valid" / "files.txt").read_text() != first
+    written, _ = make_splits(study, tmp_path / "data", tmp_path / "data")
+    assert {w.dataset for w in written} >= {"half0A_train", "half0A_valid", "half0B_train", "half0B_valid"}
+    half = read_list(tmp_path / "data" / "half0A_train" / "files.txt", 2)
+    assert len(half) == 16 and {e.label for e in half} == {0, 1}
+
+
+def test_a_val_folder_gives_the_validation_images(tmp_path):
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=3, val_per_class=2)
+    f = folder_lists(img, tmp_path / "data", 4)
+    assert not f.held_out and (f.train, f.valid) == (12, 8)
+    valid = read_list(tmp_path / "data" / "whole_valid" / "files.txt", 4)
+    assert all(e.path == f"val/{f.classes[e.label]}/img00{i % 2}.jpg" for i, e in enumerate(valid))
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda d: (d / "cat").mkdir() or (d / "dog").mkdir() or (d / "dog" / "a.jpg").write_bytes(b"x"),
+     "cat: no images in this class folder"),
+    (lambda d: [(d / c).mkdir() or (d / c / "a.jpg").write_bytes(b"x") for c in ("train", "dog")], "may not be named 'train'"),
+    (lambda d: (d / "dog").mkdir() or (d / "dog" / "a.jpg").write_bytes(b"x"), "1 class folder(s); a study needs at least 2"),
+    (lambda d: [(d / c).mkdir() or (d / c / "a.jpg").write_bytes(b"x") for c in ("a", "b", "c")], "3 class folders, but the study's datasets.classes is 2"),
+    (lambda d: [(d / c).mkdir() or (d / c / "a.jpg").write_bytes(b"x") for c in ("a", "b")], "a: 1 image; holding out"),
+    (lambda d: [(d / c).mkdir() or (d / c / "a.jpg").write_bytes(b"x") for c in ("a", "b", "val", "val/a")], "val/b: no validation images"),
+    (lambda d: [(d / c).mkdir() or (d / c / "a.jpg").write_bytes(b"x") for c in ("a", "b", "val", "val/c")], "val/c: a validation class with no training folder"),
+])
+def test_bad_class_folders_get_a_clear_error(tmp_path, make, msg):
+    d = tmp_path / "img"
+    d.mkdir()
+    make(d)
+    with pytest.raises(Error, match=re.escape(msg)):
+        folder_lists(d, tmp_path / "data", 2)
+    assert not (tmp_path / "data" / "whole_train").exists()            # nothing half-written
+
+
+def test_split_cli_takes_a_class_folder(tmp_path):
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=5)
+    (img / "owl_2" / "x.txt").write_text("")
+    study = _folder_study(tmp_path)
+    r = CliRunner().invoke(main, ["--study", str(study.path), "split", "--folder", str(img), "--data-root",
+                                  str(tmp_path / "data"), "--valid-fraction", "0.4"])
+    assert r.exit_code == 0, r.output
+    assert "4 classes, 12 train images, 8 validation images (held out of each class), 1 files skipped" in r.output
+    assert "half0A_train" in r.output and "skipped" in r.output and "owl_2/x.txt" in r.output
+    r = CliRunner().invoke(main, ["split", "--folder", str(img), "--source", str(img)])
+    assert r.exit_code == 2 and "not both" in r.output

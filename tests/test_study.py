@@ -124,3 +124,70 @@ def test_study_numbers_in_range(tmp_path, key, value, expect):
     path = write_study(tmp_path, lambda s: set_key(s, key, value), name="s.yaml")
     r = CliRunner().invoke(main, ["--study", str(path), "list"])
     assert r.exit_code == 1 and expect in r.output and "s.yaml" in r.output
+
+
+def test_units_are_caffenets_layers_without_cuts(paper):
+    assert paper.arch.units == tuple((l.name,) for l in paper.arch.learnable)
+    net = paper.net("transfer0A0B_1_3")
+    assert net.frozen(paper.arch) == ("conv1", "conv2", "conv3")
+    assert net.renamed(paper.arch) == ("conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+@pytest.mark.parametrize("base,units,nets", [("mini-resnet", 5, 107), ("resnet18", 10, 212)])
+def test_residual_studies_cut_into_units(base, units, nets):
+    study = Study.load(base)
+    arch = study.arch
+    assert len(arch.units) == units and len(arch.cuts) == units - 1 and len(study.nets) == nets
+    assert arch.units[-1] == (arch.layers[-1].name,)                          # the classifier, always new
+    first = arch.units[0]
+    assert first[0] == "conv1" and {"bn_conv1", "scale_conv1"} <= set(first)
+    block = arch.units[arch.cuts.index("res3a")]                               # projection and two convs
+    assert [n for n in block if n.startswith("res")] == ["res3a_branch1", "res3a_branch2a", "res3a_branch2b"]
+    assert sum(n.startswith("bn") for n in block) == 3 and sum(n.startswith("scale") for n in block) == 3
+    n2 = study.net("transfer0A0B_1_2")
+    assert n2.frozen(arch) == arch.units[0] + arch.units[1]
+    assert n2.renamed(arch) == sum(arch.units[2:], ())
+    assert study.net("transfer-ft0A0B_1_2").frozen(arch) == ()
+
+
+def _residual(edit):
+    def go(s):
+        s["architecture"]["layers"] = [
+            {"name": "conv1", "type": "conv", "num_output": 8, "kernel": 3, "pad": 1, "bias_term": False, "weight_std": 0.1},
+            {"name": "bn1", "type": "batchnorm"},
+            {"name": "scale1", "type": "scale", "bias_term": True},
+            {"name": "relu1", "type": "relu"},
+            {"name": "conv2", "type": "conv", "num_output": 8, "kernel": 3, "pad": 1, "weight_std": 0.1, "bias": 0},
+            {"name": "sum2", "type": "eltwise", "bottom": ["relu1", "conv2"]},
+            {"name": "fc", "type": "innerproduct", "num_output": 20, "weight_std": 0.01, "bias": 0}]
+        s["architecture"]["cuts"] = ["relu1", "sum2"]
+        for fam in ("nolearn", "transfer", "transfer-ft", "transfernatman"):
+            s["families"][fam]["depths"] = [1, 2]
+        edit(s)
+    return go
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda s: None, None),
+    (lambda s: s["architecture"].pop("cuts"), "architecture.cuts: missing key (an architecture with batchnorm"),
+    (lambda s: set_key(s, "architecture.cuts", ["sum2", "relu1"]), "architecture.cuts: sum2, relu1 are not in the layers' order"),
+    (lambda s: set_key(s, "architecture.cuts", ["relu9"]), "architecture.cuts[0]: 'relu9' is not a layer"),
+    (lambda s: set_key(s, "architecture.cuts", ["relu1", "conv2", "sum2"]), "architecture.cuts[2]: unit 3 (up to sum2) holds no layer with weights"),
+    (lambda s: set_key(s, "architecture.layers.5.bottom", ["relu1", "fc"]), "architecture.layers[5].bottom: 'fc' is not a layer before sum2"),
+    (lambda s: set_key(s, "architecture.layers.5.bottom", "relu1"), "architecture.layers[5]: a eltwise layer reads 2 or more layers' outputs, not 1"),
+    (lambda s: set_key(s, "architecture.layers.3.bottom", ["conv1", "bn1"]), "architecture.layers[3]: a relu layer reads 1 layers' outputs, not 2"),
+    (lambda s: set_key(s, "architecture.layers.5.bottom", 3), "architecture.layers[5].bottom: expected a layer name or a list"),
+    (lambda s: set_key(s, "architecture.layers.0.bias_term", "no"), "architecture.layers[0].bias_term: 'no' is not true or false"),
+    (lambda s: set_key(s, "architecture.layers.5.coeff", [1, "x"]), "architecture.layers[5].coeff: [1, 'x'] is not a list of numbers"),
+    (lambda s: set_key(s, "families.transfer.depths", [3]), "families.transfer.depths[0]: 3 is not in 1..2"),
+])
+def test_graph_architectures_are_checked(tmp_path, edit, expect):
+    path = write_study(tmp_path, _residual(edit))
+    if expect is None:
+        study = Study.load(path)
+        assert study.arch.units == (("conv1", "bn1", "scale1"), ("conv2",), ("fc",))
+        assert study.arch.layers[5].bottoms == ("relu1", "conv2")
+        return
+    with pytest.raises(StudyError) as e:
+        Study.load(path)
+    assert expect in str(e.value)

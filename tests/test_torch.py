@@ -45,6 +45,20 @@ def tiny(tmp_path_factory, torch_engine):
     return study, data, tmp
 
 
+@pytest.fixture(scope="module")
+def residual(tiny):
+    """The residual miniature (configs/mini-resnet.yaml) on the tiny study's schedule and data."""
+    _, _, tmp = tiny
+    def edit(s):
+        s["datasets"].update(train_per_class=120, valid_per_class=30,
+                             reduced_per_class=[1, 2, 5, 10, 20, 40, 60, 80, 100, 110, 115, 120])
+        for solver in s["solvers"].values():
+            solver.update(max_iter=60, snapshot=20, test_interval=20, stepsize=30, test_iter=6, display=5)
+    study = Study.load(write_study(tmp, edit, base="mini-resnet", name="residual.yaml"))
+    data = prepare_data(study, tmp, study.select(["half0A", "half0B", "transfer0A0B_1_2"]), echo=lambda *_: None)
+    return study, data, tmp
+
+
 def layer(msg, name):
     return next(l for l in msg["layer"] if l.one("name") == name)
 
@@ -95,23 +109,47 @@ def caffe_run(tiny, tmp_path_factory, caffe_bin):
     return d
 
 
+@pytest.fixture(scope="module")
+def residual_run(residual, tmp_path_factory, caffe_bin):
+    """Caffe trains the residual net deterministically, 40 iterations (the step at 30), as ``caffe_run``."""
+    d = deterministic(residual, tmp_path_factory.mktemp("caffe_res"), max_iter=40)
+    init = initial_weights(d)
+    caffe(caffe_bin, d, "train", "-solver", "imagenet_solver.prototxt", "-weights", init.name, log=d / "caffe.log")
+    return d
+
+
 def close(a, b, tol):
     """Within ``tol`` of the reference blob's largest magnitude."""
     scale = max(float(np.abs(b).max()), 1e-12)
     return float(np.abs(a - b).max()) <= tol * scale
 
 
-def test_training_step_by_step_from_caffes_state(caffe_run):
-    """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1."""
+@pytest.mark.parametrize("run", ["caffe_run", "residual_run"])
+def test_training_step_by_step_from_caffes_state(run, request, monkeypatch):
+    """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1 (the
+    residual net's BatchNorm statistics included: they are blobs of the caffemodel): within 1e-3 at
+    every step, and within 1e-5 at every step but 5% — not counting steps where a ReLU's input came
+    within 1e-6 of 0, where a rounding difference turns a unit on in one engine and off in the
+    other (the residual net's normalised values make such steps more common)."""
+    from transferfeat.engines.torchnet import model
     from transferfeat.engines.torchnet.feed import Feed
     from transferfeat.engines.torchnet.glog import Quiet
     from transferfeat.engines.torchnet.solver import Solver
-    d = caffe_run
+    d = request.getfixturevalue(run)
+    closest = []                                     # per step: the smallest |input| > 0 of any ReLU
+    relu = model.FORWARD["ReLU"]
+
+    def watched(net, layer, x):
+        v = x[0].detach().abs()
+        closest[-1] = min(closest[-1], float(v[v > 0].min()) if bool((v > 0).any()) else 1.0)
+        return relu(net, layer, x)
+    monkeypatch.setitem(model.FORWARD, "ReLU", watched)
     solver = Solver(d / "imagenet_solver.prototxt", log=Quiet())
+    steps = solver.s["max_iter"]
     feed = Feed(solver.train_spec, "TRAIN", 0, Quiet())
-    tight = loose = 0
+    misses, loose = {}, 0
     init = net_weights(d / "init.caffemodel")
-    for k in range(60):
+    for k in range(steps):
         batch = feed.next()
         if k == 0:
             solver.copy_weights("init.caffemodel")
@@ -121,19 +159,22 @@ def test_training_step_by_step_from_caffes_state(caffe_run):
         else:
             solver.restore(f"caffe_imagenet_train_iter_{k}.solverstate")
         assert solver.iter == k
+        closest.append(1.0)
         solver.step(batch)
         ref = net_weights(d / f"caffe_imagenet_train_iter_{k + 1}.caffemodel")
-        ok_tight = ok_loose = True
+        ok_loose = True
         for name, blobs in ref.items():
             for i, b in enumerate(blobs):
                 mine = solver.net.params[name][i].detach().numpy()
                 if name == "conv1":
                     assert np.array_equal(b, init[name][i]) and np.array_equal(mine, init[name][i])   # frozen
-                ok_tight &= close(mine, b, 1e-5)
+                if not close(mine, b, 1e-5):
+                    misses[k] = max(misses.get(k, 0), float(np.abs(mine - b).max() / max(np.abs(b).max(), 1e-12)))
                 ok_loose &= close(mine, b, 1e-3)
-        tight += ok_tight
         loose += ok_loose
-    assert tight >= 0.95 * 60 and loose == 60, (tight, loose)
+    unexplained = {k: (v, closest[k]) for k, v in misses.items() if closest[k] > 1e-6}
+    assert len(unexplained) <= 0.05 * steps, (misses, unexplained)
+    assert loose == steps, (loose, misses)
 
 
 def test_free_running_losses_match(caffe_run, tmp_path):
@@ -192,6 +233,46 @@ def test_forward_equivalence_trained_mini_net(caffe_run, caffe_bin, tmp_path):
     check_forward(caffe_bin, d, d / "caffe_imagenet_train_iter_60.caffemodel", 6, "fc8")
 
 
+@pytest.mark.parametrize("global_stats", [True, False])
+def test_residual_forward_every_blob(residual_run, caffe_bin, tmp_path, global_stats):
+    """Every blob of the trained residual net, BatchNorm outputs included, as Caffe's extract_features
+    dumps it: at TEST (BatchNorm on its stored statistics) and with use_global_stats false (the
+    statistics of each batch, as at TRAIN)."""
+    from transferfeat.engines.torchnet.feed import Feed
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.model import Model, copy_weights
+    from transferfeat.netspec import read
+    import torch
+    d = tmp_path / "half0A"
+    shutil.copytree(residual_run, d, symlinks=True, ignore=shutil.ignore_patterns("caffe_imagenet_train_iter_[1-3]*"))
+    weights = d / "caffe_imagenet_train_iter_40.caffemodel"
+    if not global_stats:
+        def batch_stats(msg):
+            for l in msg["layer"]:
+                if l.one("type") == "BatchNorm":
+                    l["batch_norm_param"] = [type(l)({"use_global_stats": [False]})]
+        edit_prototxt(d / "imagenet_val.prototxt", batch_stats)
+    spec = read(d / "imagenet_val.prototxt", "TEST")
+    names = list(dict.fromkeys(t for l in spec.layers for t in l.tops if t != "label"))
+    assert {"bn_conv1", "scale_conv1", "res2a", "res4a", "fc", "loss", "accuracy"} <= set(names)
+    ref = extract(caffe_bin, d, weights, names, 2)
+    net = Model(spec, torch.device("cpu"), "TEST")
+    copy_weights(net, weights, Quiet())
+    before = {k: [t.clone() for t in v] for k, v in net.params.items()}
+    feed = Feed(spec, "TEST", 0, Quiet())
+    with torch.no_grad():
+        for b in range(2):
+            data, labels = feed.next()
+            blobs, n = net.forward(data, labels), data.shape[0]
+            for name in names:
+                mine = blobs[name]
+                mine = np.array([float(mine)]) if not isinstance(mine, torch.Tensor) or mine.dim() == 0 else mine.numpy()
+                theirs = np.stack(ref[name][b * n:(b + 1) * n]) if mine.size > 1 else np.array(ref[name][b]).ravel()
+                assert close(mine.reshape(theirs.shape), theirs, 1e-4), (name, global_stats)
+    moved = [k for k, v in net.params.items() if not all(torch.equal(a, c) for a, c in zip(v, before[k]))]
+    assert moved == ([] if global_stats else [k for k in net.params if k.startswith("bn")])     # running sums
+
+
 def test_forward_equivalence_paper_caffenet(tmp_path, caffe_bin, torch_engine):
     """The paper's CaffeNet (227 crops of 256x256 images) at batch 4, random weights."""
     study = Study.load()
@@ -229,6 +310,33 @@ def test_torch_caffemodel_scores_the_same_in_caffe(tiny, tmp_path):
     assert rows[0]["engine"] == "torch"
 
 
+def test_residual_torch_caffemodel_scores_the_same_in_caffe(residual, tmp_path):
+    """The torch engine trains the residual net; `caffe test` on its caffemodel (BatchNorm statistics
+    and all) reports the accuracy and loss the torch engine logged for those weights: those of the
+    test at 40. (The test at the end runs after Caffe's closing display forward, which at TRAIN
+    updates BatchNorm's running sums once more, so it scores statistics no snapshot holds; the
+    torch engine does the same.)"""
+    study, data, _ = residual
+    root = tmp_path / "results"
+    Renderer(study).render_all([study.net("half0A")], root, data)
+    r = tf("train", "half0A", "--root", root, "--engine", "torch")
+    assert r.exit_code == 0, r.output
+    d = StudyFolder(root, study).net("half0A")
+    log = parse_files(d.logs())
+    assert log.accuracy[60] > 2 / study.dataset_classes("half0A_train")          # it learns
+    weights = d.snapshots()[40]
+    r = without_torch("test", "half0A", "--root", root, "--engine", "caffe", "--weights", weights)
+    assert r.returncode == 0, r.stdout[-3000:]
+    accuracy = float(re.search(r"caffe\.cpp:\d+\] accuracy = (\S+)", r.stdout).group(1))
+    loss = float(re.search(r"caffe\.cpp:\d+\] loss = (\S+)", r.stdout).group(1))
+    assert abs(accuracy - log.accuracy[40]) <= 1e-5 and abs(loss / log.test[40][1] - 1) < 1e-5
+    final = without_torch("test", "half0A", "--root", root, "--engine", "caffe")
+    again = tf("test", "half0A", "--root", root, "--engine", "torch")
+    assert final.returncode == 0 and again.exit_code == 0
+    last = [re.search(r"\] accuracy = (\S+)", out).group(1) for out in (final.stdout, again.output)]
+    assert last[0] == last[1]                                        # the final weights: both engines agree
+
+
 def resume_one_step(caffe_bin, d: Path, pair: int, engine: str, tmp_path, name: str):
     """Resume ``d``'s snapshot pair ``pair`` with one engine for one iteration (data from the first
     record again, as both do on resume); the weights after it."""
@@ -250,9 +358,11 @@ def same_step(a: dict, b: dict):
             assert close(x, y, 1e-5), name
 
 
-def test_snapshots_resume_across_engines(caffe_run, caffe_bin, tmp_path):
+@pytest.mark.parametrize("run", ["caffe_run", "residual_run"])
+def test_snapshots_resume_across_engines(run, request, caffe_bin, tmp_path):
     """A Caffe pair resumed by torch, and a torch pair resumed by Caffe, continue at the snapshot's
     iteration, learning rate (after the step at 30) and momentum history, matching one step."""
+    caffe_run = request.getfixturevalue(run)
     same_step(resume_one_step(caffe_bin, caffe_run, 33, "torch", tmp_path, "t"),
               resume_one_step(caffe_bin, caffe_run, 33, "caffe", tmp_path, "c"))
     torch_run = tmp_path / "torch_run"
@@ -281,8 +391,11 @@ def test_interrupted_torch_run_resumes_bit_identical(tiny, tmp_path):
     assert (whole / state).read_bytes() == (parts / state).read_bytes()
 
 
-def test_transfer_nets_across_engines(tiny, tmp_path):
-    study, data, _ = tiny
+@pytest.mark.parametrize("which", ["tiny", "residual"])
+def test_transfer_nets_across_engines(which, request, tmp_path):
+    """A transfer net's frozen units are its base net's, bit for bit, whichever engine trained either
+    (a residual net's BatchNorm statistics included: frozen, they normalise and never move)."""
+    study, data, _ = request.getfixturevalue(which)
     root = tmp_path / "results"
     Renderer(study).render_all(study.select(["half0A", "half0B", "transfer0A0B_1_2", "transfer0B0A_1_2"]), root, data)
     for net, engine in (("half0A", "caffe"), ("transfer0A0B_1_2", "torch"), ("half0B", "torch"),
@@ -292,9 +405,12 @@ def test_transfer_nets_across_engines(tiny, tmp_path):
     folder = StudyFolder(root, study)
     for base, transfer in (("half0A", "transfer0A0B_1_2"), ("half0B", "transfer0B0A_1_2")):
         a, b = net_weights(net_state(folder, base).final), net_weights(net_state(folder, transfer).final)
-        for name in ("conv1", "conv2"):
+        frozen = study.net(transfer).frozen(study.arch)
+        assert len(frozen) == (2 if which == "tiny" else 9)
+        for name in frozen:
             assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), (transfer, name)
-        assert "fc8-new" in b and net_state(folder, transfer).done
+        last = study.arch.layers[-1].name
+        assert f"{last}-new" in b and net_state(folder, transfer).done
 
 
 def test_sigint_and_kill9_then_rerun(tiny, tmp_path):
@@ -398,3 +514,16 @@ def test_demo_on_torch_shows_the_papers_effects(tmp_path, caffe_bin, torch_engin
     caffe_nets = json.loads(tf("results", "--root", tmp_path / "caffe", "--format", "json").output)["nets"]
     for name in ("half0A", "half0B"):
         assert abs(torch_summary["nets"][name]["top1_top10_mean"] - caffe_nets[name]["top1_top10_mean"]) <= 0.05, name
+
+
+def test_residual_demo_on_a_short_schedule(residual, tmp_path):
+    """`tf demo --study <residual> --engine torch`: data, nets, results, figures over the cut points, report."""
+    study, _, tmp = residual
+    out = tmp_path / "demo"
+    r = tf("--study", study.path, "demo", "--out", out, "--nets", "transfer0A0B_1_2", "--engine", "torch")
+    assert r.exit_code == 0, r.output[-3000:]
+    assert "top-1 accuracy by n (the units up to stem, res2a, res3a, res4a copied or frozen)" in r.output
+    assert "whose units 1..n (stem, res2a, res3a, res4a) were copied" in r.output
+    assert {p.name for p in (out / "figures").iterdir()} >= {"fig2_top.png", "fig2_bottom.png", "fig3.png"}
+    nets = json.loads(tf("results", "--root", out / "results", "--format", "json").output)["nets"]
+    assert sorted(nets) == ["half0A", "transfer0A0B_1_2"] and {m["engine"] for m in nets.values()} == {"torch"}

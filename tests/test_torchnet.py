@@ -93,6 +93,66 @@ def test_fillers_are_caffes(torch_engine):
     assert float(fill(conv(type="gaussian"), 1, (4,), gen).abs().sum()) == 0.0     # no bias_filler: constant 0
 
 
+def test_batch_norm_keeps_caffes_running_sums(torch_engine):
+    """Batch statistics (biased variance) normalise at TRAIN and update the sums as Caffe does;
+    TEST divides the sums by the factor; use_global_stats overrides the phase."""
+    import torch
+    from types import SimpleNamespace
+    from transferfeat.engines.torchnet.model import FORWARD
+    bn = FORWARD["BatchNorm"]
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1)) * 3 + 2
+    blobs = [torch.zeros(3), torch.zeros(3), torch.zeros(1)]
+    layer = one_layer("BatchNorm", "batch_norm_param", moving_average_fraction=0.9)
+    model = SimpleNamespace(params={"x": blobs}, phase="TRAIN")
+    y = bn(model, layer, [x])
+    xn = x.numpy().transpose(1, 0, 2, 3).reshape(3, -1)
+    mean, var, m = xn.mean(1), xn.var(1), xn.shape[1]
+    assert np.allclose(y.numpy().transpose(1, 0, 2, 3).reshape(3, -1), (xn - mean[:, None]) / np.sqrt(var[:, None] + 1e-5),
+                       atol=1e-5)
+    assert float(blobs[2]) == 1 and np.allclose(blobs[0], mean) and np.allclose(blobs[1], var * m / (m - 1))
+    bn(model, layer, [x])
+    assert float(blobs[2]) == pytest.approx(1.9) and np.allclose(blobs[0], 1.9 * mean, rtol=1e-5)
+    model.phase = "TEST"
+    before = [b.clone() for b in blobs]
+    y = bn(model, layer, [x])
+    assert all(torch.equal(a, b) for a, b in zip(before, blobs))                # stored statistics: no update
+    ref = (xn - mean[:, None]) / np.sqrt(var[:, None] * m / (m - 1) + 1e-5)
+    assert np.allclose(y.numpy().transpose(1, 0, 2, 3).reshape(3, -1), ref, atol=1e-4)
+    model.phase = "TRAIN"
+    frozen = one_layer("BatchNorm", "batch_norm_param", use_global_stats=True)
+    assert torch.allclose(bn(model, frozen, [x]), y) and all(torch.equal(a, b) for a, b in zip(before, blobs))
+    blobs[2].zero_()
+    assert torch.equal(bn(model, frozen, [x]), x / math.sqrt(1e-5))               # a zero factor: zero statistics
+
+
+def test_scale_and_eltwise_are_caffes(torch_engine):
+    import torch
+    from types import SimpleNamespace
+    from transferfeat.engines.torchnet.model import FORWARD, fill
+    from transferfeat.prototxt import Message, Word
+    gen = torch.Generator().manual_seed(0)
+    scale = one_layer("Scale", "scale_param", bias_term=True)
+    assert float(fill(scale, 0, (4,), gen).sum()) == 4 and float(fill(scale, 1, (4,), gen).abs().sum()) == 0
+    given = one_layer("Scale", "scale_param", filler=Message({"type": ["constant"]}))
+    assert float(fill(given, 0, (4,), gen).abs().sum()) == 0                   # a filler without value: 0
+    x = torch.arange(8, dtype=torch.float32).reshape(1, 2, 2, 2)
+    model = SimpleNamespace(params={"x": [torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.0])]})
+    assert FORWARD["Scale"](model, scale, [x]).flatten().tolist() == [0.5, 2.5, 4.5, 6.5, -3, -4, -5, -6]
+    a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = torch.tensor([1.0, 5.0, 0.0], requires_grad=True)
+    c = torch.tensor([1.0, 5.0, 4.0], requires_grad=True)
+    weighted = one_layer("Eltwise", "eltwise_param")
+    weighted.msg.one("eltwise_param")["coeff"] = [0.5, -2.0]
+    assert FORWARD["Eltwise"](None, weighted, [a, b]).tolist() == [-1.5, -9.0, 1.5]
+    assert FORWARD["Eltwise"](None, one_layer("Eltwise", None), [a, b]).tolist() == [2.0, 7.0, 3.0]
+    m = FORWARD["Eltwise"](None, one_layer("Eltwise", "eltwise_param", operation=Word("MAX")), [a, b, c])
+    assert m.tolist() == [1.0, 5.0, 4.0]
+    m.sum().backward()
+    assert (a.grad.tolist(), b.grad.tolist(), c.grad.tolist()) == ([0, 0, 0], [1, 1, 0], [0, 0, 1])   # ties: later, then strictly greater
+    p = FORWARD["Eltwise"](None, one_layer("Eltwise", "eltwise_param", operation=Word("PROD")), [a, b, c])
+    assert p.tolist() == [1.0, 50.0, 0.0]
+
+
 def test_sgd_update_is_caffes(d):
     """h = momentum·h + rate·lr_mult·(∇ + decay·decay_mult·w); w -= h; an lr_mult 0 blob never moves."""
     import torch

@@ -332,17 +332,15 @@ def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):
 
 
 def study_builds(study, names, data_root, images) -> list[tuple[str, Path, Path, Path]]:
-    """(dataset, list file, image folder, database) for each named dataset of ``study``: a training
-    set reads ``images/train``, a validation set ``images/val``."""
-    from .folder import DatasetFolder
+    """(dataset, list file, image folder, database) for each named dataset of ``study``."""
+    from .folder import DatasetFolder, image_folder
     known = study.datasets()
     out = []
     for name in names:
         if name not in known:
             raise Error(f"{name!r} is not a dataset of study {study.config.name!r} (e.g. {', '.join(known[:4])}…)")
         d = DatasetFolder(data_root, name)
-        part = "train" if study.dataset_specs[name].part == "train" else "val"
-        out.append((name, d.files, Path(images) / part, d.lmdb))
+        out.append((name, d.files, image_folder(images, study.dataset_specs[name].part), d.lmdb))
     return out
 
 

@@ -94,7 +94,8 @@ def closing_lines(study: Study, summary: dict, out: Path, seconds: float, engine
         verdict = (f"falls from {anb[first]:.3f} at n = {first} to {anb[last]:.3f} at n = {last}" if falls else
                    f"is {anb[first]:.3f} at n = {first}" if first == last else
                    f"stays at {min(anb.values()):.3f}–{max(anb.values()):.3f} for n = {first}…{last}")
-        text = (f"shows: a net on half B whose layers 1..n were copied from half A's net and frozen (transfer AnB) "
+        what = f"units 1..n ({', '.join(study.arch.cuts)})" if study.arch.cuts else "layers 1..n"
+        text = (f"shows: a net on half B whose {what} were copied from half A's net and frozen (transfer AnB) "
                 f"{verdict}, against {base:.3f} for the base nets")
         if plus:
             text += f"; with those layers fine-tuned (AnB+) it is at {min(plus.values()):.3f}–{max(plus.values()):.3f}"

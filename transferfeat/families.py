@@ -66,16 +66,18 @@ class Net:
         return (self.base,) if self.base else ()
 
     def frozen(self, arch) -> tuple[str, ...]:
-        """Learnable layers whose learning rate is 0."""
+        """Layers with blobs whose learning rate is 0 (and BatchNorms on their stored statistics):
+        those of the architecture's units 1..n."""
         if self.fine_tune or not self.n:
             return ()
-        return tuple(l.name for l in arch.learnable[: self.n])
+        return tuple(name for unit in arch.units[: self.n] for name in unit)
 
     def renamed(self, arch) -> tuple[str, ...]:
-        """Learnable layers renamed with ``-new`` so that the engine re-initialises them."""
+        """Layers with blobs renamed with ``-new`` so that the engine re-initialises them: those of the
+        units after n."""
         if not self.base:
             return ()
-        return tuple(l.name for l in arch.learnable[self.n:])
+        return tuple(name for unit in arch.units[self.n:] for name in unit)
 
     def to_dict(self, arch) -> dict:
         return {
@@ -120,7 +122,7 @@ class Family:
         return StudyError(f"families.{self.key}.{key}: {message}")
 
     def check_depths(self, depths) -> None:
-        depth = len(self.study.config.architecture.learnable)
+        depth = len(self.study.config.architecture.units)
         for i, d in enumerate(depths):
             if not 1 <= d < depth:
                 raise self.error(f"depths[{i}]", f"{d} is not in 1..{depth - 1}")

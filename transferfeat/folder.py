@@ -155,6 +155,16 @@ class DatasetFolder:
         return self.path / kind
 
 
+def image_folder(images, part: str) -> Path:
+    """The folder a ``part`` ("train" or "valid") list's paths start from: ``images/train`` and
+    ``images/val`` in the ILSVRC layout; ``images`` itself for a class-folder data set (``tf split
+    --folder``), whose lists name ``<class>/…`` and ``val/<class>/…``."""
+    images = Path(images)
+    if images.is_dir() and not (images / "train").is_dir():
+        return images
+    return images / ("train" if part == "train" else "val")
+
+
 def is_log(name: str) -> bool:
     return bool(_LOG_RE.search(name))
 

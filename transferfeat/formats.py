@@ -63,7 +63,9 @@ def series_tables(study, series: dict) -> str:
     out = []
     for axis, rows in axes.items():
         xs = sorted({x for pts in rows.values() for x in pts}, key=float)
-        head = f"top-1 accuracy by {axis}" + (" (the layers copied or frozen)" if axis == "n" else "")
+        copied = f"the units up to {', '.join(study.arch.cuts)} copied or frozen" if study.arch.cuts else \
+            "the layers copied or frozen"
+        head = f"top-1 accuracy by {axis}" + (f" ({copied})" if axis == "n" else "")
         out.append(head + "; a cell is the mean over its nets of each net's mean of its 10 best tests\n"
                    + table([[SERIES_LABELS.get(s, s)] + [cell(pts.get(x), 3) for x in xs] for s, pts in rows.items()],
                            ["series"] + [f"{axis.split()[0]}={x}" if axis == "n" else str(x) for x in xs]))

@@ -69,8 +69,11 @@ class Kind:
     infer: Callable
     study: Optional[str] = None
     study_keys: tuple = ()                          # the keys a study file's layer of this type may give
-    bottoms: int = 1                                # the number of inputs it takes
+    bottoms: int = 1                                # the number of inputs it takes (at least, when ``variadic``)
     extra: dict = field(default_factory=dict)       # further LayerParameter messages (data layers)
+    fillers: tuple = ()                             # per parameter blob: (its filler's field, the default value)
+    statistics: bool = False                        # its blobs are statistics the layer keeps, never learned (lr 0)
+    variadic: bool = False
 
     def default(self, name: str):
         return self.fields[name].default
@@ -119,6 +122,8 @@ def _conv(spec, layer, ins):
 def _pool(spec, layer, ins):
     k, pad, stride = layer.param("kernel_size"), layer.param("pad"), layer.param("stride")
     if layer.param("global_pooling"):
+        if pad or stride != 1 or ins[0][2] != ins[0][3]:
+            raise ShapeError(f"global_pooling takes no pad or stride, and a square input (got {ins[0]})")
         k = ins[0][2]
     if k is None:
         raise ShapeError("needs kernel_size (or global_pooling)")
@@ -134,6 +139,27 @@ def _inner(spec, layer, ins):
 
 def _same(spec, layer, ins):
     return [ins[0]] * len(layer.tops), []
+
+
+def _batch_norm(spec, layer, ins):
+    """BatchNormLayer: three blobs, the running mean sum, variance sum (C each) and their scale factor (1)."""
+    c = ins[0][1]
+    return [ins[0]], [(c,), (c,), (1,)]
+
+
+def _scale(spec, layer, ins):
+    """ScaleLayer with its own scale blob along axis 1 (num_axes 1), and a bias blob with bias_term."""
+    c = ins[0][1]
+    return [ins[0]], [(c,)] + ([(c,)] if layer.param("bias_term") else [])
+
+
+def _eltwise(spec, layer, ins):
+    coeff = layer.block().all("coeff")
+    if any(shape != ins[0] for shape in ins[1:]):
+        raise ShapeError(f"needs inputs of one shape, got {ins}")
+    if coeff and (len(coeff) != len(ins) or layer.param("operation") != "SUM"):
+        raise ShapeError(f"coeff is for SUM, one per input: {len(coeff)} for {len(ins)} inputs")
+    return [ins[0]], []
 
 
 def _scalar(spec, layer, ins):
@@ -152,19 +178,31 @@ TABLE = {k.type: k for k in (
     Kind("Convolution", "convolution_param",
          {"num_output": uint(), "bias_term": flag(True), "pad": uint(0), "kernel_size": uint(), "stride": uint(1),
           "group": uint(1), "weight_filler": FILLER, "bias_filler": FILLER}, _conv,
-         study="conv", study_keys=("num_output", "group", "kernel", "pad", "stride", "weight_std", "bias")),
+         study="conv", study_keys=("num_output", "group", "kernel", "pad", "stride", "bias_term", "weight_std", "bias"),
+         fillers=(("weight_filler", 0.0), ("bias_filler", 0.0))),
     Kind("ReLU", None, {}, _same, study="relu"),
     Kind("Pooling", "pooling_param",
          {"pool": enum("MAX", "AVE"), "kernel_size": uint(), "stride": uint(1), "pad": uint(0),
-          "global_pooling": flag()}, _pool, study="pool", study_keys=("pool", "kernel", "stride")),
+          "global_pooling": flag()}, _pool, study="pool", study_keys=("pool", "kernel", "stride", "pad", "global_pooling")),
     Kind("LRN", "lrn_param", {"local_size": uint(5), "alpha": real(1.0), "beta": real(0.75), "k": real(1.0),
                               "norm_region": enum("ACROSS_CHANNELS")}, _same,
          study="lrn", study_keys=("local_size", "alpha", "beta")),
     Kind("InnerProduct", "inner_product_param",
          {"num_output": uint(), "bias_term": flag(True), "weight_filler": FILLER, "bias_filler": FILLER}, _inner,
-         study="innerproduct", study_keys=("num_output", "weight_std", "bias")),
+         study="innerproduct", study_keys=("num_output", "weight_std", "bias"),
+         fillers=(("weight_filler", 0.0), ("bias_filler", 0.0))),
     Kind("Dropout", "dropout_param", {"dropout_ratio": real(0.5)}, _same, study="dropout",
          study_keys=("dropout_ratio",)),
+    Kind("BatchNorm", "batch_norm_param",
+         {"use_global_stats": flag(None), "moving_average_fraction": real(0.999), "eps": real(1e-5)}, _batch_norm,
+         study="batchnorm", study_keys=("moving_average_fraction", "eps"), fillers=(("", 0.0),) * 3,
+         statistics=True),
+    Kind("Scale", "scale_param", {"axis": Field("int", 1, ("1",)), "num_axes": Field("int", 1, ("1",)), "filler": FILLER,
+                                  "bias_term": flag(), "bias_filler": FILLER}, _scale,
+         study="scale", study_keys=("bias_term",), fillers=(("filler", 1.0), ("bias_filler", 0.0))),
+    Kind("Eltwise", "eltwise_param", {"operation": enum("SUM", "PROD", "MAX", default="SUM"),
+                                      "coeff": Field("float", repeated=True), "stable_prod_grad": flag(True)},
+         _eltwise, study="eltwise", study_keys=("operation", "coeff"), bottoms=2, variadic=True),
     Kind("SoftmaxWithLoss", None, {}, _scalar, bottoms=2),
     Kind("Softmax", None, {}, _same),
     Kind("Accuracy", "accuracy_param", {"top_k": uint(1)}, _scalar, bottoms=2),
@@ -172,7 +210,7 @@ TABLE = {k.type: k for k in (
 
 STUDY = {k.study: k for k in TABLE.values() if k.study}       # study-file layer type -> its Kind
 STUDY_FIELDS = {"kernel": "kernel_size"}       # study keys spelled otherwise in Caffe 1.0 (weight_std, bias: fillers)
-LEARNABLE = ("Convolution", "InnerProduct")
+LEARNABLE = ("Convolution", "InnerProduct")     # the layers whose weights the study's n counts by default
 
 
 def check(msg, fields: dict, at: str = "") -> None:

@@ -150,18 +150,23 @@ def _infer(spec: NetSpec) -> None:
             if l.kind is None:
                 outs, params = [ins[0] if ins else ()] * len(l.tops), []
             else:
-                if len(ins) != l.kind.bottoms:
-                    raise ShapeError(f"takes {l.kind.bottoms} bottom blob(s), not {len(ins)}")
+                if len(ins) < l.kind.bottoms or (len(ins) > l.kind.bottoms and not l.kind.variadic):
+                    more = " or more" if l.kind.variadic else ""
+                    raise ShapeError(f"takes {l.kind.bottoms}{more} bottom blob(s), not {len(ins)}")
                 if l.kind.bottoms == 1 and len(ins[0]) < 2:
                     raise ShapeError(f"its input {_name(l.bottoms[0])} has shape {ins[0]}, not a batch of values")
                 outs, params = l.kind.infer(spec, l, ins)
         except ShapeError as e:
             raise NetError(f"{where}: {e}") from None
         l.params = params
-        if l.params and l.lr_mult and len(l.lr_mult) != len(l.params):
+        if l.params and len(l.lr_mult) > len(l.params):
             raise NetError(f"{where}: {len(l.lr_mult)} param blocks for {len(l.params)} parameter blobs")
-        l.lr_mult = l.lr_mult or [1.0] * len(l.params)
-        l.decay_mult = l.decay_mult or [1.0] * len(l.params)
+        if l.kind is not None and l.kind.statistics and any(l.lr_mult):
+            raise NetError(f"{where}: a {l.type} layer's blobs are statistics, never learned: lr_mult must be 0 "
+                           f"(Caffe: cannot configure batch normalization statistics as layer parameters)")
+        missing = len(l.params) - len(l.lr_mult)                # Caffe's default, or 0 for statistics
+        l.lr_mult = l.lr_mult + [0.0 if l.kind is not None and l.kind.statistics else 1.0] * missing
+        l.decay_mult = l.decay_mult + [1.0] * missing
         for top, shape in zip(l.tops, outs):
             shapes[top] = shape
 

@@ -55,6 +55,7 @@ REGIONS = {2: "2: Performance drops\n due to fragile\n co-adaptation", 3: "3: Fi
            5: "5: Transfer + fine-tuning improves generalization"}
 ORANGE, YELLOW = "#ff8800", "y"
 LAYER_LABEL = "Layer $n$ at which network is chopped and retrained"
+UNIT_LABEL = "Unit $n$ (up to cut point) at which network is chopped and retrained"
 TEXT = 20                           # the regions' explanations
 FADE = 0.35                         # a compared study (--compare)
 PARTIAL = "mean of fewer nets than the design"
@@ -136,11 +137,14 @@ def _no_data(ax, what: str = "no data") -> None:
 
 
 def _layers_axis(ax, study: Study, ylabel="Top-1 accuracy (higher is better)", xlabel=True, left=-0.2):
-    n = len(study.arch.learnable)
+    n = len(study.arch.units)
     ax.set_xlim(left, n - 1 + 0.3)
     ax.set_xticks(range(n))
+    if study.arch.cuts and xlabel:          # a graph's cut points by name: n = 1 is the first unit's end
+        ax.set_xticklabels(["0"] + [f"{k}\n{c}" for k, c in enumerate(study.arch.cuts[:n - 1], 1)])
+        ax.figure.subplots_adjust(bottom=max(ax.figure.subplotpars.bottom, 0.15))     # room for two-line ticks
     if xlabel:
-        ax.set_xlabel(LAYER_LABEL, fontsize=16)
+        ax.set_xlabel(UNIT_LABEL if study.arch.cuts else LAYER_LABEL, fontsize=16)
     if ylabel:
         ax.set_ylabel(ylabel)
 
@@ -233,7 +237,7 @@ def _mean_lines(ax, study, summary, series, data, source, other=None, other_labe
     """A mean line per series from baseB at n = 0, baseB's dashed line to the last n and its open
     circle; a mean over fewer nets than the design an open marker."""
     m = Means(summary["series"].get("baseB", {}).get("0"), source)
-    last = len(study.arch.learnable) - 1
+    last = len(study.arch.units) - 1
     if m.base is not None:
         dash = ax.plot([0, last], [m.base, m.base], "--", color="k", lw=2)[0]
         m.values.append(m.base)

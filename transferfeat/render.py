@@ -14,11 +14,11 @@ import yaml
 
 from . import atomic
 from .errors import Error
-from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolder, StudyFolder, relpath
+from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolder, StudyFolder, image_folder, relpath
 from .layers import STUDY, STUDY_FIELDS, TABLE
 from .prototxt import quote
 from .resources import templates_dir
-from .study import Net, Study
+from .study import GRAPH, Net, Study
 
 # What differs between dialects beyond spelling: the database kind and how padding is expressed.
 DIALECTS = {
@@ -26,6 +26,7 @@ DIALECTS = {
     "v0": SimpleNamespace(db="leveldb", padding_layers=True),
 }
 LR_MULT, DECAY_MULT = (1.0, 2.0), (1.0, 0.0)   # weights, biases (CaffeNet's convention)
+SCALE_LR = (1.0, 1.0)                          # a Scale's factor and bias: learned, no weight decay
 FROZEN = (0.0, 0.0)
 NEW = "-new"
 OTHER_TYPES = {"data": "Data", "softmax_loss": "SoftmaxWithLoss", "softmax": "Softmax", "accuracy": "Accuracy"}
@@ -80,30 +81,45 @@ class NetContext:
 
 
 def layers(study: Study, net: Net, phase: str, padding_layers: bool) -> list[LayerContext]:
-    """The net's layers for ``phase`` ('train' or 'val'), with renamed blobs and learning rates."""
+    """The net's layers for ``phase`` ('train' or 'val'), with renamed blobs and learning rates.
+
+    A layer reads the blob of the layer before it, or of the layers its ``bottom`` names; ReLU and
+    Dropout work in place, every other layer writes a blob of its own name. A BatchNorm's blobs
+    are statistics (lr 0 always); a frozen one normalises with its stored statistics in training
+    too (``use_global_stats``), so that frozen units compute exactly the base net's features."""
     arch = study.arch
     frozen, renamed = set(net.frozen(arch)), set(net.renamed(arch))
     out = [LayerContext("data", "data", tops=["data", "label"])]
-    blob = "data"
+    blob, blob_of = "data", {}
     for layer in arch.layers:
+        bottoms = [blob_of[b] for b in layer.bottoms] or [blob]
         params = [(k, v) for k, v in layer.params if k not in ("weight_std", "bias")]
         if layer.type in ("relu", "dropout"):
-            out.append(LayerContext(layer.name, layer.type, params, [blob], [blob]))
+            out.append(LayerContext(layer.name, layer.type, params, bottoms, bottoms[:1]))
+            blob = blob_of[layer.name] = bottoms[0]
             continue
-        bottom = blob
         if padding_layers and layer.get("pad"):
             pad = layer.name.replace("conv", "pad", 1)
-            out.append(LayerContext(pad, "padding", [("pad", layer.get("pad"))], [blob], [pad]))
+            out.append(LayerContext(pad, "padding", [("pad", layer.get("pad"))], bottoms, [pad]))
             params = [(k, v) for k, v in params if k != "pad"]
-            bottom = pad
+            bottoms = [pad]
         name = layer.name + NEW if layer.name in renamed else layer.name
-        ctx = LayerContext(name, layer.type, params, [bottom], [name])
-        if layer.learnable and phase == "train":
-            ctx.filler = {"weight_std": layer.get("weight_std"), "bias": layer.get("bias")}
-            ctx.lr_mult = FROZEN if layer.name in frozen else LR_MULT
-            ctx.decay_mult = FROZEN if layer.name in frozen else DECAY_MULT
+        ctx = LayerContext(name, layer.type, params, bottoms, [name])
+        is_frozen = layer.name in frozen
+        if layer.type == "batchnorm":
+            ctx.lr_mult = ctx.decay_mult = FROZEN + (0.0,)
+            if is_frozen and phase == "train":
+                ctx.params = [("use_global_stats", True)] + params
+        elif layer.type == "scale" and phase == "train":
+            blobs = 1 + bool(layer.get("bias_term"))
+            ctx.lr_mult, ctx.decay_mult = (FROZEN if is_frozen else SCALE_LR)[:blobs], FROZEN[:blobs]
+        elif layer.learnable and phase == "train":
+            blobs = 1 + (layer.get("bias_term") is not False)
+            ctx.filler = {"weight_std": layer.get("weight_std"), "bias": layer.get("bias") if blobs > 1 else None}
+            ctx.lr_mult = (FROZEN if is_frozen else LR_MULT)[:blobs]
+            ctx.decay_mult = (FROZEN if is_frozen else DECAY_MULT)[:blobs]
         out.append(ctx)
-        blob = name
+        blob = blob_of[layer.name] = name
     if phase == "train":
         out.append(LayerContext("loss", "softmax_loss", bottoms=[blob, "label"]))
     else:
@@ -130,6 +146,13 @@ class Renderer:
             raise Error(f"unknown dialect {dialect!r} (valid: {', '.join(DIALECTS)})")
         if image_data and dialect != "caffe1":
             raise Error("ImageData layers exist only in the caffe1 dialect")
+        if dialect == "v0":
+            beyond = [l.name for l in study.arch.layers if l.type in GRAPH or l.bottoms or
+                      any(k in ("bias_term", "global_pooling") or (k == "pad" and l.type == "pool") for k, _ in l.params)]
+            if beyond:
+                raise Error(f"the 2014 dialect cannot spell layer {beyond[0]} of architecture {study.arch.name} "
+                            f"(batchnorm, scale, eltwise, bottom:, bias_term, global_pooling, pooling pad are Caffe "
+                            f"1.0's); render it with --dialect caffe1")
         self.study, self.dialect, self.image_data = study, dialect, image_data
         self.spec = DIALECTS[dialect]
         env = jinja2.Environment(
@@ -168,10 +191,10 @@ class Renderer:
         out = {names.mean: DatasetFolder(data_root, net.mean).mean}
         if self.image_data:
             if images is None:
-                raise Error("ImageData layers need the image folder (--images DIR with train/ and val/)")
+                raise Error("ImageData layers need the image folder (--images DIR: train/ and val/, or your class folders)")
             out[names.train], out[names.valid] = train.files, valid.files
-            out[names.train_images] = Path(images) / "train"
-            out[names.valid_images] = Path(images) / "val"
+            out[names.train_images] = image_folder(images, "train")
+            out[names.valid_images] = image_folder(images, "valid")
         else:
             out[names.train], out[names.valid] = (_db_or_index(d, self.spec.db) for d in (train, valid))
         return out

@@ -1,4 +1,5 @@
-"""The derived ILSVRC12 list files, made exactly as the original split script made them.
+"""The derived ILSVRC12 list files, made exactly as the original split script made them, and the
+whole lists of a user's own class-folder data set.
 
 Which lists exist is the families' business (families.py: the random halves use numpy's legacy
 RNG as the original did, natman its natural/man-made lists); this module writes them:
@@ -11,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import atomic
 from .errors import Error
 from .families import WHOLE_TRAIN, WHOLE_VALID
@@ -19,6 +22,8 @@ from .resources import data_file
 from .study import Study
 
 PARTS = ("train", "valid")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".jp2"}  # OpenCV's
+CLASSES_FILE = "classes.txt"    # under the data root: a class-folder data set's class names, in label order
 
 
 @dataclass(frozen=True)
@@ -145,3 +150,86 @@ def make_splits(study: Study, source, out, check_md5: bool = None) -> tuple[list
             else:
                 write(spec.name, "".join("%s %d\n" % (e.path, e.label) for e in entries))
     return written, skipped
+
+
+@dataclass(frozen=True)
+class FolderLists:
+    classes: list[str]
+    train: int
+    valid: int
+    held_out: bool              # validation images held out of the class folders (no val/ folder)
+    skipped: list[str]          # "path: reason" for files that are not images
+
+
+def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: int = 0) -> FolderLists:
+    """Write the whole train and validation lists (and ``classes.txt``) of a class-folder data set
+    under data root ``out``: ``folder/<class>/*`` are the training images, labelled by the classes'
+    sorted names; validation images come from ``folder/val/<class>/*`` when it exists, else a
+    seeded ``valid_fraction`` of each class is held out. Paths in the lists start at ``folder``
+    (``datasets.image_folder``). Files without an image suffix or empty are skipped and counted; a
+    class without images, a single class, or a count other than the study's ``classes`` is an error."""
+    folder, out = Path(folder), Path(out)
+    if not folder.is_dir():
+        raise Error(f"{folder}: not a folder")
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "val" and not p.name.startswith("."))
+    if "train" in names:
+        raise Error(f"{folder / 'train'}: a class folder may not be named 'train' (tf reads a folder with train/ "
+                    f"as the ILSVRC layout); rename it")
+    if len(names) < 2:
+        raise Error(f"{folder}: {len(names)} class folder(s); a study needs at least 2 (layout: {folder}/<class>/*.jpg)")
+    if len(names) != classes:
+        raise Error(f"{folder}: {len(names)} class folders, but the study's datasets.classes is {classes}")
+    bad = [n for n in names if any(c.isspace() for c in n)]
+    if bad:
+        raise Error(f"{folder / bad[0]}: a class folder name with white space cannot go in a list file; rename it")
+    skipped: list[str] = []
+
+    def images(d: Path) -> list[str]:
+        found = []
+        for p in sorted(d.rglob("*")):
+            if p.is_dir():
+                continue
+            rel = p.relative_to(folder).as_posix()
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(f"{rel}: not an image file name")
+            elif any(c.isspace() for c in rel):
+                skipped.append(f"{rel}: white space in the path")
+            elif p.stat().st_size == 0:
+                skipped.append(f"{rel}: empty file")
+            else:
+                found.append(rel)
+        return found
+
+    val = folder / "val"
+    held_out = not val.is_dir()
+    if not held_out:
+        extra = sorted(p.name for p in val.iterdir() if p.is_dir() and p.name not in names)
+        if extra:
+            raise Error(f"{val / extra[0]}: a validation class with no training folder {folder / extra[0]}")
+    if held_out and not 0 < valid_fraction < 1:
+        raise Error(f"{folder}: no val/ folder, and a held-out fraction of {valid_fraction} is not between 0 and 1")
+    rng = np.random.RandomState(seed)
+    train, valid = [], []
+    for label, name in enumerate(names):
+        files = images(folder / name)
+        if not files:
+            raise Error(f"{folder / name}: no images in this class folder")
+        if held_out:
+            if len(files) < 2:
+                raise Error(f"{folder / name}: 1 image; holding out validation images needs at least 2 per class")
+            k = min(len(files) - 1, max(1, round(valid_fraction * len(files))))
+            chosen = set(rng.permutation(len(files))[:k].tolist())
+            valid += [(f, label) for i, f in enumerate(files) if i in chosen]
+            files = [f for i, f in enumerate(files) if i not in chosen]
+        else:
+            vfiles = images(val / name) if (val / name).is_dir() else []
+            if not vfiles:
+                raise Error(f"{val / name}: no validation images for class {name!r}")
+            valid += [(f, label) for f in vfiles]
+        train += [(f, label) for f in files]
+    for dataset, entries in ((WHOLE_TRAIN, train), (WHOLE_VALID, valid)):
+        d = DatasetFolder(out, dataset)
+        d.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(d.files, "".join(f"{f} {label}\n" for f, label in entries))
+    atomic.write_text(out / CLASSES_FILE, "".join(f"{n}\n" for n in names))
+    return FolderLists(names, len(train), len(valid), held_out, skipped)

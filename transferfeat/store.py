@@ -22,7 +22,7 @@ import numpy as np
 from . import atomic
 from .datasets import BUILD_REPORT, INDEX, VERSION, Index, build_db, check_db, estimate_bytes, index_order, read_index
 from .errors import Error
-from .folder import DatasetFolder
+from .folder import DatasetFolder, image_folder
 from .splits import read_list
 
 PARTS = {"train": "whole_train", "valid": "whole_valid"}
@@ -72,14 +72,13 @@ def sizes(study, data_root, images, resize, encoded) -> dict:
     for name in study.datasets():
         d = DatasetFolder(data_root, name)
         if d.files.is_file():
-            part = "train" if study.dataset_specs[name].part == "train" else "val"
-            per_dataset += estimate_bytes(read_list(d.files, study.config.datasets.classes), Path(images) / part,
-                                          resize, encoded)
+            per_dataset += estimate_bytes(read_list(d.files, study.config.datasets.classes),
+                                          image_folder(images, study.dataset_specs[name].part), resize, encoded)
     for part, name in PARTS.items():
         d = DatasetFolder(data_root, name)
         if d.files.is_file():
-            folder = Path(images) / ("train" if part == "train" else "val")
-            store += estimate_bytes(read_list(d.files, study.config.datasets.classes), folder, resize, encoded)
+            store += estimate_bytes(read_list(d.files, study.config.datasets.classes), image_folder(images, part),
+                                    resize, encoded)
     lines = sum(sum(1 for _ in open(DatasetFolder(data_root, n).files)) for n in study.datasets()
                 if DatasetFolder(data_root, n).files.is_file())
     return {"datasets": per_dataset, "store": store, "indexes": 8 * lines + 4096 * len(study.datasets())}
@@ -96,7 +95,7 @@ def build_store(study, data_root, images, resize=None, encoded=False, threads=No
         if db.exists():
             log(f"{db}: exists, kept")
         else:
-            r = build_db(lst, Path(images) / ("train" if part == "train" else "val"), db,
+            r = build_db(lst, image_folder(images, part), db,
                          classes=study.config.datasets.classes, resize=resize, encoded=encoded, shuffle=False,
                          threads=threads, log=log, **kw)
             log(f"{db}: {r.written} records, {len(r.skipped)} skipped")

@@ -31,14 +31,17 @@ __all__ = ["Study", "StudyError", "Net", "Dataset", "Config", "STUDY_ENV"]
 
 LAYER_KEYS = {name: kind.study_keys for name, kind in STUDY_KINDS.items()}    # from the layer table
 LEARNABLE = tuple(name for name, kind in STUDY_KINDS.items() if kind.type in LEARNABLE_TYPES)
+GRAPH = ("batchnorm", "scale", "eltwise")        # Caffe 1.0 layers of residual nets (no 2014 spelling)
 
 
 @dataclass(frozen=True)
 class ArchLayer:
-    """One layer of the architecture; ``params`` keep the order of the study file."""
+    """One layer of the architecture; ``params`` keep the order of the study file; ``bottoms``: the
+    layers whose outputs it reads (empty: the previous layer's)."""
     name: str
     type: str
     params: tuple = ()
+    bottoms: tuple = ()
 
     def get(self, key, default=None):
         return dict(self.params).get(key, default)
@@ -46,6 +49,11 @@ class ArchLayer:
     @property
     def learnable(self) -> bool:
         return self.type in LEARNABLE
+
+    @property
+    def has_blobs(self) -> bool:
+        """Whether a transfer net copies blobs of this layer (weights, or BatchNorm's statistics)."""
+        return bool(STUDY_KINDS[self.type].fillers)
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,32 @@ class Input:
 
 @dataclass(frozen=True)
 class Architecture:
+    """The layers, and the cut points the study's n counts: unit k is every layer with blobs after
+    cut k-1 up to cut k; layers after the last cut form one more unit. Default cuts: each conv and
+    innerproduct layer (CaffeNet's conv1 … fc8)."""
     name: str
     layers: tuple[ArchLayer, ...]
+    cuts: tuple[str, ...] = ()
 
     @property
     def learnable(self) -> tuple[ArchLayer, ...]:
         return tuple(l for l in self.layers if l.learnable)
+
+    @property
+    def cut_names(self) -> tuple[str, ...]:
+        return self.cuts or tuple(l.name for l in self.learnable)
+
+    @property
+    def units(self) -> tuple[tuple[str, ...], ...]:
+        """The names of the layers with blobs in each unit, in order."""
+        ends, units, unit = set(self.cut_names), [], []
+        for layer in self.layers:
+            if layer.has_blobs:
+                unit.append(layer.name)
+            if layer.name in ends:
+                units.append(tuple(unit))
+                unit = []
+        return tuple(units) + ((tuple(unit),) if unit else ())
 
 
 @dataclass(frozen=True)
@@ -176,15 +204,20 @@ def _layer(value, path: str) -> ArchLayer:
     kind = value["type"]
     if not isinstance(kind, str) or kind not in LAYER_KEYS:
         raise StudyError(f"{path}.type: unknown layer type {show(kind)} (valid: {', '.join(LAYER_KEYS)})")
-    params = []
+    params, bottoms = [], ()
     for key, v in value.items():
         if key in ("name", "type"):
             continue
+        if key == "bottom":
+            bottoms = tuple(v) if isinstance(v, list) else (v,)
+            if not bottoms or not all(isinstance(b, str) for b in bottoms):
+                raise StudyError(f"{_join(path, key)}: expected a layer name or a list of them, got {show(v)}")
+            continue
         if key not in LAYER_KEYS[kind]:
-            valid = ", ".join(("name", "type") + LAYER_KEYS[kind])
+            valid = ", ".join(("name", "type", "bottom") + LAYER_KEYS[kind])
             raise StudyError(f"{_join(path, key)}: unknown key for a {kind} layer (valid keys: {valid})")
         params.append((key, v))
-    return ArchLayer(str(value["name"]), kind, tuple(params))
+    return ArchLayer(str(value["name"]), kind, tuple(params), bottoms)
 
 
 def _families(value, path: str) -> dict:
@@ -236,7 +269,13 @@ def _layer_value(kind, key: str, value, path: str) -> None:
         ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
     else:
         field = kind.fields[STUDY_FIELDS.get(key, key)]
-        if field.values:
+        if field.repeated:
+            ok = isinstance(value, list) and bool(value) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            want = "a list of numbers"
+        elif field.kind == "bool":
+            ok, want = isinstance(value, bool), "true or false"
+        elif field.values:
             ok, want = value in field.values, f"one of {', '.join(field.values)}"
         elif field.kind == "float":
             ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
@@ -319,9 +358,35 @@ class Study:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise StudyError(f"architecture.layers: duplicate layer names {sorted(dup)}")
-        if not c.architecture.learnable:
+        arch = c.architecture
+        if not arch.learnable:
             raise StudyError("architecture.layers: no conv or innerproduct layer")
-        for i, layer in enumerate(c.architecture.layers):
+        for k, cut in enumerate(arch.cuts):
+            if cut not in names or cut in arch.cuts[:k]:
+                raise StudyError(f"architecture.cuts[{k}]: {show(cut)} is not a layer of the architecture "
+                                 f"(or is named twice)")
+        if [names.index(c) for c in arch.cuts] != sorted(names.index(c) for c in arch.cuts):
+            raise StudyError(f"architecture.cuts: {', '.join(arch.cuts)} are not in the layers' order")
+        if any(l.type in GRAPH for l in arch.layers) and not arch.cuts:
+            raise StudyError("architecture.cuts: missing key (an architecture with batchnorm, scale or eltwise "
+                             "layers names the cut points its units end at)")
+        for k, unit in enumerate(arch.units):
+            if not unit:
+                raise StudyError(f"architecture.cuts[{k}]: unit {k + 1} (up to {arch.cut_names[k]}) holds no layer "
+                                 f"with weights")
+        seen = set()
+        for i, layer in enumerate(arch.layers):
+            for b in layer.bottoms:
+                if b not in seen:
+                    raise StudyError(f"architecture.layers[{i}].bottom: {show(b)} is not a layer before "
+                                     f"{layer.name}")
+            want = STUDY_KINDS[layer.type]
+            got = len(layer.bottoms) or 1
+            if got < want.bottoms or (got > want.bottoms and not want.variadic):
+                raise StudyError(f"architecture.layers[{i}]: a {layer.type} layer reads {want.bottoms}"
+                                 f"{' or more' if want.variadic else ''} layers' outputs, not {got} (bottom: …)")
+            seen.add(layer.name)
+        for i, layer in enumerate(arch.layers):
             for key, value in layer.params:
                 if key in ("num_output", "kernel", "stride", "group", "local_size") and (
                         not isinstance(value, int) or isinstance(value, bool) or value < 1):

@@ -92,7 +92,7 @@ def list_cmd(ctx, globs, fmt):
 @click.option("--dialect", type=click.Choice(["caffe1", "v0"]), default="caffe1", show_default=True,
               help="caffe1: Caffe 1.0 syntax and LMDB; v0: the 2014 files byte for byte (LevelDB).")
 @click.option("--image-data", is_flag=True, help="caffe1: ImageData layers reading JPEGs from the list files.")
-@click.option("--images", type=Dir, help="With --image-data: the folder holding train/ and val/.")
+@click.option("--images", type=Dir, help="With --image-data: the folder holding train/ and val/ (or the class folders given to tf split --folder).")
 def render(ctx, globs, root, data_root, dialect, image_data, images):
     """Write each net's folder: solver, train and val prototxt, links to base net and data.
 
@@ -141,15 +141,31 @@ def plan(ctx, globs, gpu_counts, days_per_net, images_per_second, measured, root
 
 
 @command()
-@click.option("--source", type=Dir, default=".", show_default=True, help="Folder holding whole_train/ and/or whole_valid/files.txt.")
+@click.option("--source", type=Dir, help="Folder holding whole_train/ and/or whole_valid/files.txt (default: .).")
+@click.option("--folder", type=Dir, help="Your own images instead: FOLDER/<class>/*, validation from FOLDER/val/<class>/* "
+                                         "or held out; writes the whole lists and classes.txt into the data root.")
+@click.option("--valid-fraction", type=float, default=0.1, show_default=True,
+              help="With --folder and no val/: the fraction of each class held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --folder: the held-out draw's seed.")
 @data_root_option
-def split(ctx, source, data_root):
+def split(ctx, source, folder, valid_fraction, seed, data_root):
     """Write the list files of every derived dataset (halves, natman halves, reduced sets).
 
-    Example: tf split --source ILSVRC12 --data-root data
+    Example: tf split --source ILSVRC12 --data-root data      (or: tf split --folder my_images --data-root data)
     """
-    from ..splits import make_splits
-    written, skipped = make_splits(study_of(ctx), source, data_root)
+    from ..splits import folder_lists, make_splits
+    if source and folder:
+        raise click.UsageError("give --source or --folder, not both")
+    study = study_of(ctx)
+    if folder:
+        f = folder_lists(folder, data_root, study.config.datasets.classes, valid_fraction, seed)
+        how = "held out of each class" if f.held_out else f"from {folder / 'val'}"
+        click.echo(f"{folder}: {len(f.classes)} classes, {f.train} train images, {f.valid} validation images ({how}), "
+                   f"{len(f.skipped)} files skipped")
+        for s in f.skipped[:20]:
+            click.echo(f"  skipped {folder / s}", err=True)
+        source = data_root
+    written, skipped = make_splits(study, source or ".", data_root)
     for w in written:
         line = f"{w.dataset:<20} {w.lines:>8} lines  {w.verdict}"
         click.echo(click.style(line, fg="red", bold=True) if w.mismatch else line)
@@ -166,7 +182,7 @@ def split(ctx, source, data_root):
 @click.argument("datasets", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every dataset of the study.")
 @data_root_option
-@click.option("--images", type=Dir, help="Image folder: train/ and val/ for datasets; the list's root with --list.")
+@click.option("--images", type=Dir, help="Image folder: train/ and val/ (or the class folders given to tf split --folder) for datasets; the list's root with --list.")
 @click.option("--list", "list_file", type=File, help="Low-level form: a list file.")
 @click.option("--out", type=click.Path(path_type=Path), help="Low-level form: the LMDB to write.")
 @click.option("--resize", help="WxH; 0 keeps the size. Default: the study's input.resize for datasets, none with --list.")

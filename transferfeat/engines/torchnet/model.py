@@ -84,11 +84,70 @@ def _accuracy(model, layer, x):
     return (better < layer.param("top_k")).float().mean()
 
 
+def _per_channel(t, x):
+    """A per-channel blob shaped to broadcast over ``x`` (axis 1)."""
+    return t.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _batch_norm(model, layer, x):
+    """BatchNormLayer: at TRAIN (unless use_global_stats) the batch's mean and biased variance, and the
+    running sums updated (factor = factor * f + 1; mean sum = mean + f * sum; variance sum = m/(m-1) *
+    variance + f * sum, m the values per channel); else the sums divided by the factor (0 when it is 0)."""
+    x = x[0].float()
+    blobs = model.params[layer.name]
+    use_global = layer.param("use_global_stats")
+    if use_global is None:
+        use_global = model.phase == "TEST"
+    dims = [0] + list(range(2, x.dim()))
+    if use_global:
+        factor = blobs[2][0]
+        scale = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
+        mean, var = blobs[0] * scale, blobs[1] * scale
+    else:
+        mean = x.mean(dims)
+        var = (x - _per_channel(mean, x)).square().mean(dims)
+        f, m = layer.param("moving_average_fraction"), x.numel() // x.shape[1]
+        with torch.no_grad():
+            blobs[2].mul_(f).add_(1)
+            blobs[0].mul_(f).add_(mean)
+            blobs[1].mul_(f).add_(var, alpha=m / (m - 1) if m > 1 else 1.0)
+    return (x - _per_channel(mean, x)) / _per_channel((var + layer.param("eps")).sqrt(), x)
+
+
+def _scale(model, layer, x):
+    w = model.params[layer.name]
+    out = x[0] * _per_channel(w[0], x[0])
+    return out + _per_channel(w[1], x[0]) if len(w) > 1 else out
+
+
+def _eltwise(model, layer, x):
+    """EltwiseLayer: SUM with coefficients (0 + c0·x0 + c1·x1 …), PROD, or MAX, where a tie between the
+    first two goes to the second and a later input wins only when strictly greater (the gradient
+    follows the winner, as Caffe's mask does)."""
+    op = layer.param("operation")
+    if op == "SUM":
+        coeff = layer.block().all("coeff") or [1.0] * len(x)
+        out = x[0] * coeff[0] if coeff[0] != 1 else x[0]
+        for t, c in zip(x[1:], coeff[1:]):
+            out = out + (t * c if c != 1 else t)
+        return out
+    if op == "PROD":
+        out = x[0]
+        for t in x[1:]:
+            out = out * t
+        return out
+    out = torch.where(x[0] > x[1], x[0], x[1])
+    for t in x[2:]:
+        out = torch.where(t > out, t, out)
+    return out
+
+
 # One forward function per layer type of the table; the data layers are the feed's (feed.py).
 FORWARD = {
     "Convolution": _conv, "InnerProduct": _inner, "Pooling": _pool, "LRN": _lrn, "Dropout": _dropout,
     "ReLU": lambda model, layer, x: F.relu(x[0]), "SoftmaxWithLoss": _softmax_loss,
     "Softmax": lambda model, layer, x: F.softmax(x[0].float(), dim=1), "Accuracy": _accuracy,
+    "BatchNorm": _batch_norm, "Scale": _scale, "Eltwise": _eltwise,
 }
 DATA_TYPES = ("Data", "ImageData")
 AUTOCAST = ("Convolution", "InnerProduct")       # the layers bf16 runs in bf16 (the rest in fp32)
@@ -96,13 +155,15 @@ assert set(FORWARD) | set(DATA_TYPES) == set(TABLE), "every row of the layer tab
 
 
 def fill(layer, i: int, shape, gen: torch.Generator) -> torch.Tensor:
-    """Caffe's fillers (constant, gaussian, xavier with fan-in, uniform) for parameter blob ``i``."""
-    filler = layer.block().one("weight_filler" if i == 0 else "bias_filler")
+    """Caffe's fillers (constant, gaussian, xavier with fan-in, uniform) for parameter blob ``i``: the
+    filler its layer type names for that blob, or a constant (the type's default value, e.g. Scale's 1)."""
+    field, value = layer.kind.fillers[i]
+    filler = layer.block().one(field) if field else None
     kind = filler.one("type", "constant") if filler else "constant"
     get = (lambda key, default: filler.one(key, default)) if filler else (lambda key, default: default)
     t = torch.empty(shape, dtype=torch.float32)
     if kind == "constant":
-        return t.fill_(get("value", 0.0))
+        return t.fill_(get("value", value if filler is None else 0.0))
     if kind == "gaussian":
         return t.normal_(get("mean", 0.0), get("std", 1.0), generator=gen)
     if kind == "xavier":

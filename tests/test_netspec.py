@@ -189,3 +189,16 @@ def test_residual_layers_are_checked_as_caffe_checks_them(residual, edit, messag
     edit_prototxt(path, edit)
     with pytest.raises(NetError, match=re.escape(message)):
         read(path, data_shape=(3, 32, 32))
+
+
+def test_resnet18_renders_with_imagenet_shapes(tmp_path):
+    """The ResNet-18 study at ImageNet scale: 224 crops, 7x7 before global pooling, 11.7 M parameters."""
+    study = Study.load("resnet18")
+    d = Renderer(study).render(study.net("transfer0A0B_1_5"), tmp_path / "results", data_root=tmp_path / "data")
+    spec = read(d / "imagenet_train.prototxt", data_shape=(3, 256, 256))
+    assert spec.shapes["pool1"] == (256, 64, 56, 56) and spec.shapes["res5b"] == (256, 512, 7, 7)
+    assert spec.shapes["pool5"] == (256, 512, 1, 1) and spec.shapes["fc1000-new"] == (256, 1000)
+    weights = sum(math.prod(s) for name, blobs in spec.learnable.items() if not name.startswith("bn") for s in blobs)
+    assert weights == 11_689_512                                               # torchvision's resnet18 has as many
+    frozen = {l.name for l in spec.layers if l.lr_mult and not any(l.lr_mult)}
+    assert {"conv1", "res3b_branch2b", "scale3b_branch2b"} <= frozen and "res4a_branch1-new" not in frozen

@@ -75,6 +75,8 @@ def main():
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     r, n, cores = args.resize, args.images, len(os.sched_getaffinity(0))
+    if args.dir and not Path(args.dir).is_dir():
+        ap.error(f"--dir {args.dir}: no such folder")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         make_jpegs(tmp / "img", n, (w, h))

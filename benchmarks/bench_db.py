@@ -21,6 +21,7 @@ from PIL import Image
 from transferfeat import images
 from transferfeat.datasets import build_db, compute_mean, encode_datum, write_mean
 from transferfeat.engines.caffe import find_tool
+from transferfeat.procs import environ
 
 
 def make_jpegs(out: Path, n: int, size, classes: int = 10):
@@ -65,6 +66,11 @@ def on_all_cores(fn, items, threads):
             pass
 
 
+def tool(*args):
+    """One of Caffe's tools, its glog on stderr (captured), not in files in /tmp."""
+    subprocess.run([str(a) for a in args], check=True, capture_output=True, env=environ())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1500)
@@ -88,19 +94,18 @@ def main():
         resize = ["--resize_height", str(r), "--resize_width", str(r)]
         img = str(tmp / "img") + "/"
         contenders = {
-            "cv": lambda o: subprocess.run([str(convert), *resize, img, str(lst), str(o)], check=True, capture_output=True),
+            "cv": lambda o: tool(convert, *resize, img, lst, o),
             "tf": lambda o: build_db(lst, tmp / "img", o, classes=10, resize=(r, r), progress=False),
             # the store's build: the whole list in list order (store.build_store's call)
             "store": lambda o: build_db(lst, tmp / "img", o, classes=10, resize=(r, r), shuffle=False, progress=False),
-            "cv_enc": lambda o: subprocess.run([str(convert), "--encoded", img, str(lst), str(o)], check=True,
-                                               capture_output=True),
+            "cv_enc": lambda o: tool(convert, "--encoded", img, lst, o),
             "tf_enc": lambda o: build_db(lst, tmp / "img", o, classes=10, encoded=True, progress=False),
             "read": lambda o: on_all_cores(lambda p: p.read_bytes(), paths, cores),
             "decode": lambda o: on_all_cores(lambda p: images.read(p), paths, cores),
             "ceiling": lambda o: on_all_cores(lambda p: images.read(p, (r, r)), paths, cores),
             "datum": lambda o: on_all_cores(lambda p: encode_datum(p, 0, (r, r), False), paths, cores),
             "disk": lambda o: write_synced(o, n * (3 * r * r + 16)),
-            "cvm": lambda o: subprocess.run([str(mean_tool), str(tmp / "cv0"), str(o)], check=True, capture_output=True),
+            "cvm": lambda o: tool(mean_tool, tmp / "cv0", o),
             "tfm": lambda o: write_mean(compute_mean(tmp / "cv0", progress=False), o),
         }
         t = {k: [] for k in contenders}

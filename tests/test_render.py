@@ -6,6 +6,7 @@ from conftest import REFERENCE_NETS
 from transferfeat.errors import Error
 from transferfeat.folder import NetFolder as NetDir
 from transferfeat.prototxt import parse
+from transferfeat.layers import STUDY
 from transferfeat.render import Renderer, num
 from transferfeat.study import Study
 
@@ -201,6 +202,20 @@ def test_residual_nets_render_only_in_caffe1(tmp_path):
     assert r.exit_code == 1 and "render it with --dialect caffe1" in r.output and "Traceback" not in r.output
     text = Renderer(study).files(study.net("transfer-ft0A0B_1_2"))["imagenet_train.prototxt"]
     assert "use_global_stats" not in text                  # fine-tuned units normalise on their batches
+
+
+@pytest.mark.parametrize("type_, key", [(t, k) for t, kind in STUDY.items() for k in kind.caffe1_keys])
+def test_keys_only_caffe1_spells_are_refused_in_v0(tmp_path, type_, key):
+    """Every study key the layer table marks as Caffe 1.0's: refused by the 2014 dialect, naming the layer."""
+    from conftest import write_study
+    def edit(s):
+        layer = next(l for l in s["architecture"]["layers"] if l["type"] == type_)
+        layer[key] = {"bias_term": True, "pad": 1, "global_pooling": False}[key]
+    study = Study.load(write_study(tmp_path, edit))
+    Renderer(study)
+    name = next(l.name for l in study.arch.layers if l.type == type_)
+    with pytest.raises(Error, match=f"cannot spell layer {name} of architecture CaffeNetMini .*{type_} {key}"):
+        Renderer(study, "v0")
 
 
 def test_eltwise_coefficients_render_one_line_each(tmp_path):

@@ -71,9 +71,11 @@ class Kind:
     study_keys: tuple = ()                          # the keys a study file's layer of this type may give
     bottoms: int = 1                                # the number of inputs it takes (at least, when ``variadic``)
     extra: dict = field(default_factory=dict)       # further LayerParameter messages (data layers)
-    fillers: tuple = ()                             # per parameter blob: (its filler's field, the default value)
+    fillers: tuple = ()                             # per parameter blob: (its filler's field or None, the default value)
     statistics: bool = False                        # its blobs are statistics the layer keeps, never learned (lr 0)
     variadic: bool = False
+    caffe1_only: bool = False                       # no 2014 (V0) spelling: Caffe 1.0's layers of residual nets
+    caffe1_keys: tuple = ()                         # study keys of this type that only Caffe 1.0 can spell
 
     def default(self, name: str):
         return self.fields[name].default
@@ -179,11 +181,12 @@ TABLE = {k.type: k for k in (
          {"num_output": uint(), "bias_term": flag(True), "pad": uint(0), "kernel_size": uint(), "stride": uint(1),
           "group": uint(1), "weight_filler": FILLER, "bias_filler": FILLER}, _conv,
          study="conv", study_keys=("num_output", "group", "kernel", "pad", "stride", "bias_term", "weight_std", "bias"),
-         fillers=(("weight_filler", 0.0), ("bias_filler", 0.0))),
+         fillers=(("weight_filler", 0.0), ("bias_filler", 0.0)), caffe1_keys=("bias_term",)),
     Kind("ReLU", None, {}, _same, study="relu"),
     Kind("Pooling", "pooling_param",
          {"pool": enum("MAX", "AVE"), "kernel_size": uint(), "stride": uint(1), "pad": uint(0),
-          "global_pooling": flag()}, _pool, study="pool", study_keys=("pool", "kernel", "stride", "pad", "global_pooling")),
+          "global_pooling": flag()}, _pool, study="pool", study_keys=("pool", "kernel", "stride", "pad", "global_pooling"),
+         caffe1_keys=("pad", "global_pooling")),
     Kind("LRN", "lrn_param", {"local_size": uint(5), "alpha": real(1.0), "beta": real(0.75), "k": real(1.0),
                               "norm_region": enum("ACROSS_CHANNELS")}, _same,
          study="lrn", study_keys=("local_size", "alpha", "beta")),
@@ -195,14 +198,14 @@ TABLE = {k.type: k for k in (
          study_keys=("dropout_ratio",)),
     Kind("BatchNorm", "batch_norm_param",
          {"use_global_stats": flag(None), "moving_average_fraction": real(0.999), "eps": real(1e-5)}, _batch_norm,
-         study="batchnorm", study_keys=("moving_average_fraction", "eps"), fillers=(("", 0.0),) * 3,
-         statistics=True),
+         study="batchnorm", study_keys=("moving_average_fraction", "eps"), fillers=((None, 0.0),) * 3,
+         statistics=True, caffe1_only=True),
     Kind("Scale", "scale_param", {"axis": Field("int", 1, ("1",)), "num_axes": Field("int", 1, ("1",)), "filler": FILLER,
                                   "bias_term": flag(), "bias_filler": FILLER}, _scale,
-         study="scale", study_keys=("bias_term",), fillers=(("filler", 1.0), ("bias_filler", 0.0))),
+         study="scale", study_keys=("bias_term",), fillers=(("filler", 1.0), ("bias_filler", 0.0)), caffe1_only=True),
     Kind("Eltwise", "eltwise_param", {"operation": enum("SUM", "PROD", "MAX", default="SUM"),
                                       "coeff": Field("float", repeated=True), "stable_prod_grad": flag(True)},
-         _eltwise, study="eltwise", study_keys=("operation", "coeff"), bottoms=2, variadic=True),
+         _eltwise, study="eltwise", study_keys=("operation", "coeff"), bottoms=2, variadic=True, caffe1_only=True),
     Kind("SoftmaxWithLoss", None, {}, _scalar, bottoms=2),
     Kind("Softmax", None, {}, _same),
     Kind("Accuracy", "accuracy_param", {"top_k": uint(1)}, _scalar, bottoms=2),

@@ -18,7 +18,7 @@ from .folder import SNAPSHOT_PREFIX, SOLVER, TRAIN, VAL, DatasetFolder, NetFolde
 from .layers import STUDY, STUDY_FIELDS, TABLE
 from .prototxt import quote
 from .resources import templates_dir
-from .study import GRAPH, Net, Study
+from .study import Net, Study
 
 # What differs between dialects beyond spelling: the database kind and how padding is expressed.
 DIALECTS = {
@@ -147,12 +147,13 @@ class Renderer:
         if image_data and dialect != "caffe1":
             raise Error("ImageData layers exist only in the caffe1 dialect")
         if dialect == "v0":
-            beyond = [l.name for l in study.arch.layers if l.type in GRAPH or l.bottoms or
-                      any(k in ("bias_term", "global_pooling") or (k == "pad" and l.type == "pool") for k, _ in l.params)]
+            beyond = [l.name for l in study.arch.layers if STUDY[l.type].caffe1_only or l.bottoms or
+                      any(k in STUDY[l.type].caffe1_keys for k, _ in l.params)]
             if beyond:
+                spelt = [t for t, k in STUDY.items() if k.caffe1_only] + ["bottom:"] + [
+                    f"{t} {key}" for t, k in STUDY.items() for key in k.caffe1_keys]
                 raise Error(f"the 2014 dialect cannot spell layer {beyond[0]} of architecture {study.arch.name} "
-                            f"(batchnorm, scale, eltwise, bottom:, bias_term, global_pooling, pooling pad are Caffe "
-                            f"1.0's); render it with --dialect caffe1")
+                            f"({', '.join(spelt)} are Caffe 1.0's); render it with --dialect caffe1")
         self.study, self.dialect, self.image_data = study, dialect, image_data
         self.spec = DIALECTS[dialect]
         env = jinja2.Environment(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import math
 import os
 import typing
@@ -31,7 +32,6 @@ __all__ = ["Study", "StudyError", "Net", "Dataset", "Config", "STUDY_ENV"]
 
 LAYER_KEYS = {name: kind.study_keys for name, kind in STUDY_KINDS.items()}    # from the layer table
 LEARNABLE = tuple(name for name, kind in STUDY_KINDS.items() if kind.type in LEARNABLE_TYPES)
-GRAPH = ("batchnorm", "scale", "eltwise")        # Caffe 1.0 layers of residual nets (no 2014 spelling)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Architecture:
     def cut_names(self) -> tuple[str, ...]:
         return self.cuts or tuple(l.name for l in self.learnable)
 
-    @property
+    @functools.cached_property
     def units(self) -> tuple[tuple[str, ...], ...]:
         """The names of the layers with blobs in each unit, in order."""
         ends, units, unit = set(self.cut_names), [], []
@@ -367,9 +367,10 @@ class Study:
                                  f"(or is named twice)")
         if [names.index(c) for c in arch.cuts] != sorted(names.index(c) for c in arch.cuts):
             raise StudyError(f"architecture.cuts: {', '.join(arch.cuts)} are not in the layers' order")
-        if any(l.type in GRAPH for l in arch.layers) and not arch.cuts:
-            raise StudyError("architecture.cuts: missing key (an architecture with batchnorm, scale or eltwise "
-                             "layers names the cut points its units end at)")
+        if any(STUDY_KINDS[l.type].caffe1_only for l in arch.layers) and not arch.cuts:
+            graph = ", ".join(t for t, k in STUDY_KINDS.items() if k.caffe1_only)
+            raise StudyError(f"architecture.cuts: missing key (an architecture with {graph} layers names the cut "
+                             f"points its units end at)")
         for k, unit in enumerate(arch.units):
             if not unit:
                 raise StudyError(f"architecture.cuts[{k}]: unit {k + 1} (up to {arch.cut_names[k]}) holds no layer "

@@ -217,15 +217,17 @@ def set_key(data: dict, dotted: str, value) -> None:
     data[int(last) if isinstance(data, list) else last] = value
 
 
-def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10):
-    """The mini study with a short schedule and less data (120 + 30 images a class), written to ``tmp_path/tiny.yaml``."""
+def tiny_study_file(tmp_path, max_iter=30, snapshot=10, test_interval=10, test_iter=2, base="mini",
+                    name="tiny.yaml"):
+    """A shipped study (the mini one by default) with a short schedule and less data (120 + 30 images a
+    class), written to ``tmp_path/name``."""
     def edit(s):
         s["datasets"].update(train_per_class=120, valid_per_class=30,
                              reduced_per_class=[1, 2, 5, 10, 20, 40, 60, 80, 100, 110, 115, 120])
         for solver in s["solvers"].values():
             solver.update(max_iter=max_iter, snapshot=snapshot, test_interval=test_interval,
-                          stepsize=max(1, max_iter // 2), test_iter=2, display=5)
-    return write_study(tmp_path, edit, name="tiny.yaml")
+                          stepsize=max(1, max_iter // 2), test_iter=test_iter, display=5)
+    return write_study(tmp_path, edit, base=base, name=name)
 
 
 def edit_prototxt(path, edit) -> None:

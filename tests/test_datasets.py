@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import resize_tmpfs
-from transferfeat import datasets
+from transferfeat import datasets, images
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.cli import main
 from transferfeat.datasets import build_db, compute_mean, decode_datum, inspect_path, iter_db
@@ -307,3 +307,12 @@ def test_resumed_build_retries_what_it_skipped(tmp_path, synth_dir):
     fixed = dict(iter_db(tmp_path / "db"))
     assert all(fixed[k] == v for k, v in iter_db(tmp_path / "whole") if k in fixed)   # same keys, same records
     assert len(fixed) == 39
+
+
+@pytest.mark.parametrize("make", [lambda a: a, lambda a: a[:, ::-1], lambda a: a[:, :, :1], lambda a: a.astype(np.float32)],
+                         ids=["colour", "a view", "one channel", "float"])
+def test_planar_pixels_are_the_transposed_image(make):
+    img = make(np.random.RandomState(0).randint(0, 256, (5, 7, 3)).astype(np.uint8))
+    out = np.zeros(img.shape[2:] + img.shape[:2], img.dtype)
+    images.planar_into(img, out)
+    assert np.array_equal(out, img.transpose(2, 0, 1))

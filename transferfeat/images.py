@@ -53,6 +53,9 @@ def encode(img: np.ndarray, ext: str) -> bytes:
     return buf.tobytes()
 
 
-def planar(img: np.ndarray) -> bytes:
-    """HxWxC -> the C×H×W bytes of a Datum (CVMatToDatum)."""
-    return np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes()
+def planar_into(img: np.ndarray, out: np.ndarray) -> None:
+    """HxWxC -> the C×H×W pixels of a Datum (CVMatToDatum), into ``out``: OpenCV's split for 8-bit
+    colour images (about 3x faster than numpy's transposed copy), numpy's copy otherwise."""
+    planes = list(out)
+    if img.dtype != np.uint8 or img.shape[2] == 1 or cv2.split(img, planes)[0] is not planes[0]:
+        np.copyto(out, img.transpose(2, 0, 1))

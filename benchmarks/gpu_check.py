@@ -11,7 +11,10 @@
    batch to the GPU, benchmarks/bench_engine.py (the model alone, and end to end through the feed)
    for fp32, tf32 and bf16 on raw and on encoded records, and fp32 with cuDNN autotuning and with
    channels-last tensors;
-4. the study's cost: `tf plan --images-per-second R` at each end-to-end rate measured.
+4. the study's cost: `tf plan --images-per-second R` at each end-to-end rate measured;
+5. the opt-in decode on the GPU (TF_DECODE=device, torchvision's nvJPEG): its pixels against OpenCV's
+   on synthetic JPEGs (quality 90, 256x256), and the engine end to end on encoded records with it
+   (in step 3).
 
     python benchmarks/gpu_check.py --out DIR [--gpu 0]      (--gpu -1: a dry run of the script on the CPU)
 """
@@ -100,11 +103,11 @@ def convergence(study_file: Path, data: Path, tmp: Path, gpu: int) -> dict:
     return out
 
 
-def bench(out: Path, script: str, name: str, *args) -> dict:
-    """One of the benchmarks beside this file, its JSON read back (or its error)."""
+def bench(out: Path, script: str, name: str, *args, env: dict = None) -> dict:
+    """One of the benchmarks beside this file (``env``: variables added), its JSON read back (or its error)."""
     path = out / f"{name}.json"
     r = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args), "--json", str(path)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env={**os.environ, **(env or {})})
     print(r.stdout, flush=True)
     return json.loads(path.read_text()) if path.is_file() else {"error": (r.stdout + r.stderr)[-2000:]}
 
@@ -138,11 +141,44 @@ def throughput(out: Path, iterations: int, device: str) -> dict:
                                                    "--device", kind, "--precision", precision, "--records", records,
                                                    "--no-caffe", "--iterations", iterations)
     if kind == "cuda":
+        rates["encoded_fp32_decoded_on_the_device"] = bench(out, "bench_engine.py", "bench_engine_device_decode",
+                                                            "--device", kind, "--precision", "fp32", "--records",
+                                                            "encoded", "--no-caffe", "--iterations", iterations,
+                                                            env={"TF_DECODE": "device"})
         for option in ("--cudnn-benchmark", "--channels-last"):
             rates[f"raw_fp32{option.replace('-', '_')}"] = bench(out, "bench_engine.py", f"bench_engine{option.replace('-', '_')}",
                                                                  "--device", kind, "--precision", "fp32", option,
                                                                  "--no-caffe", "--iterations", iterations)
     return rates
+
+
+def device_decode(device: str, n: int = 512, size: int = 256) -> dict:
+    """torchvision's decode_jpeg on ``device`` (nvJPEG) against OpenCV's decode (Caffe's) of the same
+    JPEGs: how many pixel values differ and by how much, and both decoders' images/s on a batch."""
+    import cv2
+    from transferfeat.engines.torchnet.feed import device_decoder
+    decode = device_decoder()
+    rng = np.random.RandomState(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    jpegs = []
+    for _ in range(n):                                 # bench_db's photo stand-ins: colour fields with texture
+        f = rng.uniform(0.01, 0.08, 3)
+        img = 127 + 80 * np.sin(xx[..., None] * f + yy[..., None] * f[::-1] + rng.uniform(0, 6, 3)) + rng.normal(0, 12, (size, size, 3))
+        jpegs.append(cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel())
+    t = time.perf_counter()
+    ref = np.stack([cv2.imdecode(j, cv2.IMREAD_COLOR) for j in jpegs])          # one core
+    cpu_rate = n / (time.perf_counter() - t)
+    data = [torch.from_numpy(j.copy()) for j in jpegs]
+    decode(data[:8], device)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    got = torch.stack(decode(data, device)).flip(1)
+    torch.cuda.synchronize()
+    device_rate = n / (time.perf_counter() - t)
+    diff = np.abs(got.permute(0, 2, 3, 1).cpu().numpy().astype(np.int16) - ref.astype(np.int16))
+    return {"images": n, "size": size, "max_abs_difference": int(diff.max()), "mean_abs_difference": float(diff.mean()),
+            "values_differing": float((diff > 0).mean()), "values_differing_by_more_than_2": float((diff > 2).mean()),
+            "opencv_one_core_img_s": round(cpu_rate), "device_batch_img_s": round(device_rate)}
 
 
 def study_cost(rates: dict) -> dict:
@@ -180,7 +216,8 @@ def main():
         for name, step in (("equivalence", lambda: equivalence(study, data, tmp, device)),
                            ("convergence", lambda: convergence(study_file, data, tmp, args.gpu)),
                            ("throughput", lambda: throughput(args.out, args.iterations, device)),
-                           ("study_cost", lambda: study_cost(result.get("throughput", {})))):
+                           ("study_cost", lambda: study_cost(result.get("throughput", {}))),
+                           ("device_decode", lambda: device_decode(device) if args.gpu >= 0 else "no GPU")):
             try:
                 result[name] = step()
             except Exception as e:                        # keep what the other parts measured

@@ -149,6 +149,76 @@ def test_encoded_records_are_decoded_as_caffe_does(tiny_data, torch_engine, tmp_
         assert y.tolist() == labels and np.array_equal(x.numpy(), want)
 
 
+def encoded_net(tiny_data, tmp_path):
+    """half0A rendered under ``tmp_path`` with its training LMDB replaced by one of encoded records."""
+    study, data = tiny_data
+    enc = tmp_path / "enc_lmdb"
+    build_db(data / "half0A_train" / "files.txt", data.parent / "synth" / "train", enc, classes=20, encoded=True,
+             progress=False)
+    d = render(tiny_data, tmp_path / "results")
+    (d / "imagenet_train_lmdb").unlink()
+    (d / "imagenet_train_lmdb").symlink_to(enc)
+    return d
+
+
+def like_decode_jpeg(data, device):
+    """What torchvision.io.decode_jpeg(data, mode=RGB, device=device) returns (a list of RGB C×H×W uint8
+    tensors), with OpenCV's pixels: the decoder's own pixels are gpu_check.py's to measure (CI's
+    PyTorch is a CPU build, and PyPI's torchvision needs CUDA's)."""
+    return [torch_from(cv2.imdecode(t.numpy(), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1), device) for t in data]
+
+
+def torch_from(a, device):
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0] == "TRAIN"])
+def test_decoding_on_the_device_takes_the_same_windows(tiny_data, torch_engine, tmp_path, monkeypatch, case):
+    """TF_DECODE=device: the readers hand JPEG bytes over, the device decodes the batch and takes each
+    crop window (mirrored where drawn) from the same draws: with a decoder giving OpenCV's pixels,
+    batches bit-identical to the reference, past the end of the data."""
+    from transferfeat.engines.torchnet import feed as feed_module
+    from transferfeat.engines.torchnet.glog import Quiet
+    monkeypatch.setenv("TF_DECODE", "device")
+    monkeypatch.setattr(feed_module, "device_decoder", lambda: like_decode_jpeg)
+    d = encoded_net(tiny_data, tmp_path)
+    variant(d / "imagenet_train.prototxt", CASES[case][1])
+    spec = read(d / "imagenet_train.prototxt", "TRAIN", data_shape=(3, 32, 32))
+    feed, ref = feed_module.Feed(spec, "TRAIN", 5, Quiet(), readers=2), Reference(spec, "TRAIN", 5, d)
+    assert feed.decoder is like_decode_jpeg
+    for _ in range(12):
+        (x, y), (want, labels) = feed.next(), ref.next()
+        assert y.tolist() == labels and np.array_equal(x.numpy(), want), case
+
+
+def test_decoding_on_the_device_refuses_what_it_cannot_do(tiny_data, torch_engine, tmp_path, monkeypatch):
+    import sys
+    from transferfeat.engines.torchnet import feed as feed_module
+    from transferfeat.engines.torchnet.glog import Quiet
+    d = encoded_net(tiny_data, tmp_path)
+    spec = read(d / "imagenet_train.prototxt", "TRAIN", data_shape=(3, 32, 32))
+    monkeypatch.setenv("TF_DECODE", "gpu")
+    with pytest.raises(Error, match="TF_DECODE='gpu': not one of cpu, device"):
+        feed_module.Feed(spec, "TRAIN", 0, Quiet())
+    monkeypatch.setenv("TF_DECODE", "device")
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(Error, match=r"TF_DECODE=device needs torchvision built for this PyTorch .*pip install "
+                                    r"'transferfeat\[gpu-decode\]'"):
+        feed_module.Feed(spec, "TRAIN", 0, Quiet())
+    monkeypatch.setattr(feed_module, "device_decoder", lambda: like_decode_jpeg)
+    raw = read(d / "imagenet_val.prototxt", "TEST", data_shape=(3, 32, 32))      # raw records
+    feed = feed_module.Feed(raw, "TEST", 0, Quiet())
+    with pytest.raises(Error, match=r"imagenet_val_lmdb: record 00000000_\S+: TF_DECODE=device decodes JPEG records "
+                                    r"only .* this one is raw pixels"):
+        feed.next()
+    feed.close()
+    images_net = render(tiny_data, tmp_path / "imagedata", "ImageData")
+    spec = read(images_net / "imagenet_train.prototxt", "TRAIN", data_shape=(3, 32, 32))
+    with pytest.raises(Error, match="line .*: TF_DECODE=device decodes a Data layer's encoded records, not ImageData"):
+        feed_module.Feed(spec, "TRAIN", 0, Quiet())
+
+
 def test_an_index_yields_its_datasets_lmdb_records(tiny_data, torch_engine, tmp_path):
     """tf db --store: the store and an index per dataset; each index's records are the dataset's LMDB's
     (keys, pixels, labels), in its order; the torch engine's batches from either are the same."""

@@ -13,6 +13,12 @@ net's work) and there subtracts the mean (one indexing of the mean's crop window
 whole batch: the same float32 arithmetic as the per-image transform, so a batch is bit-identical
 to it.
 
+Opt-in (``TF_DECODE=device``, a GPU and torchvision): encoded JPEG records are decoded on the GPU
+by torchvision's batched ``decode_jpeg`` (nvJPEG) instead of OpenCV in the readers, for when CPU
+cores are short; the readers then only hand the records' bytes over, and the crop windows and
+mirrors are taken on the device from the same draws. nvJPEG's pixels differ slightly from
+OpenCV's (benchmarks/gpu_check.py measures by how much), so this is never the default.
+
 A reader that fails (a cut record, an image of the wrong size) ends the feed: the next batch asked
 for raises the reader's error with the database, key or file, so the trainer stops with one line
 instead of waiting for ever.
@@ -53,6 +59,28 @@ def readers_default() -> int:
     if value and not (value.isdigit() and int(value) > 0):
         raise Error(f"TF_READERS={value!r}: not a number of reader threads")
     return int(value) if value else min(len(os.sched_getaffinity(0)), 16)
+
+
+DECODES = ("cpu", "device")
+
+
+def decode_default() -> str:
+    """Where encoded records are decoded: "cpu" (OpenCV in the readers, as Caffe) unless
+    $TF_DECODE says "device"."""
+    value = os.environ.get("TF_DECODE", "cpu")
+    if value not in DECODES:
+        raise Error(f"TF_DECODE={value!r}: not one of {', '.join(DECODES)}")
+    return value
+
+
+def device_decoder():
+    """torchvision's decode_jpeg, or an Error saying how to get it."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception as e:                              # noqa: BLE001 - absent, or built for another PyTorch
+        raise Error(f"TF_DECODE=device needs torchvision built for this PyTorch ({torch.__version__}): pip install "
+                    f"'transferfeat[gpu-decode]' ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    return lambda data, device: decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
 def record(value, label: int = None) -> tuple:
@@ -149,10 +177,16 @@ class Feed:
     next call but one (copy it to keep it longer)."""
 
     def __init__(self, spec: NetSpec, phase: str, seed: int, log: Log, prefetch: int = 3, device="cpu",
-                 readers: int = None):
+                 readers: int = None, decode: str = None):
         layer = spec.layers[0]
         self.folder, self.layer, self.phase, self.log = spec.path.parent, layer, phase, log
         self.device = torch.device(device)
+        self.decoder = None
+        if (decode or decode_default()) == "device":
+            if layer.type != "Data":
+                raise Error(f"{spec.path}: line {layer.line}: TF_DECODE=device decodes a Data layer's encoded "
+                            f"records, not {layer.type} files")
+            self.decoder = device_decoder()
         self.crop, self.mirror, self.scale = layer.transform("crop_size"), layer.transform("mirror"), layer.transform("scale")
         self.rng = np.random.RandomState(seed % 2 ** 32)
         self.batch = layer.param("batch_size")
@@ -211,6 +245,19 @@ class Feed:
                         f"the images {c}x{h}x{w}")
         return c, h, w
 
+    def _jpegs(self, items, ks, out: list, labels: np.ndarray) -> None:
+        """A reader's slice of the batch for the device's decoder: each record's JPEG bytes, its label."""
+        for k in ks:
+            what, (label, value, _) = items[k]
+            d = Datum.from_bytes(value, copy=False)
+            if d.label is None:
+                raise Error(f"{self.source.name(what)}: datum without a label")
+            if not d.encoded or bytes(d.data[:2]) != b"\xff\xd8":
+                raise Error(f"{self.source.name(what)}: TF_DECODE=device decodes JPEG records only (tf db --encoded "
+                            f"from JPEGs); this one is {'raw pixels' if not d.encoded else 'not a JPEG'}")
+            out[k] = torch.frombuffer(bytearray(d.data), dtype=torch.uint8)
+            labels[k] = d.label if label is None else label
+
     def _read(self, items, ks, out: np.ndarray, labels: np.ndarray, draws: np.ndarray) -> None:
         """A reader's slice of the batch: each record's crop window into its place (a mirrored image's
         columns right to left), its label into ``labels``."""
@@ -232,9 +279,14 @@ class Feed:
                 self.shape = self.shape or self._shape(items)
                 c, h, w = self.shape
                 draws = np.array([self.draws(h, w) for _ in items], np.int64).reshape(-1, 3)
-                buf = self._buffer((len(items), c, self.crop or h, self.crop or w))
                 labels = torch.empty(len(items), dtype=torch.int64, pin_memory=self.pin)
                 slices = np.array_split(np.arange(len(items)), min(self.readers, len(items)))
+                if self.decoder:
+                    jpegs = [None] * len(items)
+                    list(self.pool.map(lambda ks: self._jpegs(items, ks, jpegs, labels.numpy()), slices))
+                    self.queue.put(([what for what, _ in items], jpegs, labels, draws))
+                    continue
+                buf = self._buffer((len(items), c, self.crop or h, self.crop or w))
                 list(self.pool.map(lambda ks: self._read(items, ks, buf.numpy(), labels.numpy(), draws), slices))
                 self.queue.put((buf, labels, draws))
         except Exception as e:                          # noqa: BLE001 - handed to the trainer, which stops
@@ -268,6 +320,9 @@ class Feed:
             if isinstance(item, Exception):
                 self.queue.put(item)                    # every later call fails the same way
                 raise item
+            if self.decoder:
+                keys, jpegs, labels, draws = item
+                return self.transform(self._decoded(keys, jpegs, draws), draws), labels.to(self.device, non_blocking=True)
             buf, labels, draws = item
             x = buf.to(self.device, non_blocking=True)
             done = None
@@ -277,6 +332,26 @@ class Feed:
             data = self.transform(x, draws)
             self.free.put((buf, done))
             return data, labels.to(self.device, non_blocking=True)
+
+    def _decoded(self, keys, jpegs, draws: np.ndarray) -> torch.Tensor:
+        """The device's decode of a batch of JPEGs (RGB, turned to OpenCV's BGR), each image's crop
+        window taken and mirrored where drawn: the uint8 batch the readers make on the CPU path."""
+        try:
+            decoded = self.decoder(jpegs, self.device)
+        except RuntimeError as e:
+            raise Error(f"{self.source.source}: the device could not decode a record of the batch from "
+                        f"{bytes(keys[0]).decode(errors='replace')} ({str(e).splitlines()[0]})") from None
+        for what, img in zip(keys, decoded):
+            if tuple(img.shape) != self.shape:
+                raise Error(f"{self.source.name(what)}: a {'x'.join(map(str, img.shape))} image among "
+                            f"{'x'.join(map(str, self.shape))} ones: resize them alike")
+        x = torch.stack(decoded).flip(1)
+        n, c, h, w = x.shape
+        ch, cw = self.crop or h, self.crop or w
+        at = torch.from_numpy(draws).to(self.device, non_blocking=True)
+        windows = x.as_strided((n, h - ch + 1, w - cw + 1, c, ch, cw), (c * h * w, w, 1, h * w, w, 1))
+        crops = windows[torch.arange(n, device=self.device), at[:, 1], at[:, 2]]
+        return torch.where(at[:, 0, None, None, None].bool(), crops.flip(-1), crops)
 
     def _scratch(self, name, shape, dtype) -> torch.Tensor:
         """A tensor kept between batches (fresh memory each batch costs more than the work)."""

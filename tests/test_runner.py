@@ -282,6 +282,18 @@ def test_doctor(fake_caffe, tmp_path, monkeypatch):
     assert "MISSING" in tf("doctor").output
 
 
+def test_doctor_checks_the_device_decoder_when_asked_for(torch_engine, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    assert "torchvision" not in {m["what"] for m in json.loads(tf("doctor", "--format", "json").output)["missing"]}
+    monkeypatch.setenv("TF_DECODE", "device")
+    missing = {m["what"]: m for m in json.loads(tf("doctor", "--format", "json").output)["missing"]}
+    assert "needs torchvision built for this PyTorch" in missing["torchvision"]["why"]
+    assert "unset TF_DECODE" in missing["torchvision"]["fix"]
+    monkeypatch.setenv("TF_DECODE", "nvjpeg")
+    assert "TF_DECODE='nvjpeg': not one of cpu, device" in tf("doctor").output
+
+
 def test_run_without_globs_takes_the_rendered_nets(tmp_path, fake_caffe, monkeypatch):
     monkeypatch.setenv("TF_CAFFE", str(fake_caffe))
     study = Study.load(tiny_study_file(tmp_path))

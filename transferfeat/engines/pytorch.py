@@ -74,6 +74,13 @@ class TorchEngine(Engine):
             torch = torch_module()
         except Error as e:
             return {"torch": None}, [{"what": "torch", "why": str(e), "fix": INSTALL_HINT}]
-        cuda = torch.cuda.is_available()
+        from .torchnet.feed import decode_default, device_decoder
+        cuda, missing = torch.cuda.is_available(), []
+        try:
+            if decode_default() == "device":
+                device_decoder()
+        except Error as e:
+            missing.append({"what": "torchvision", "why": str(e), "fix": "pip install 'transferfeat[gpu-decode]' "
+                            "(a torchvision built for this PyTorch), or unset TF_DECODE"})
         return {"torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
-                "torch_gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}, []
+                "torch_gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}, missing

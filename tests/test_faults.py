@@ -175,12 +175,13 @@ def test_kills_at_random_moments_lose_nothing(setup, fake_caffe):
         want = newest_whole(d)
         proc = subprocess.Popen([sys.executable, "-m", "transferfeat.cli", "train", "half0B", "--root", str(folder.root)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        trainers = lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         wait_for(lambda: read_attempt(d).get("status") == "running" and read_attempt(d).get("pid") == proc.pid, 30,
                  "the attempt to start")
+        wait_for(lambda: trainers() or proc.poll() is not None, 30, "the trainer to start")   # a loaded machine is slow
         time.sleep(rng.uniform(0.1, 1.2))
         state = read_attempt(d)
-        pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        for pid in pids:                                         # the trainer, killed from outside
+        for pid in trainers():                                   # the trainer, killed from outside
             os.kill(int(pid), signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
         if proc.returncode == 0:                                 # it finished first: start again

@@ -24,20 +24,24 @@ from transferfeat.engines.caffe import find_tool
 from transferfeat.procs import environ
 
 
-def make_jpegs(out: Path, n: int, size, classes: int = 10):
-    """ImageNet-sized photo stand-ins: smooth colour fields with texture, JPEG quality 90."""
-    rng = np.random.RandomState(0)
-    w, h = size
+def photo(rng: np.random.RandomState, w: int, h: int) -> np.ndarray:
+    """An ImageNet photo stand-in (h x w x 3 uint8): a smooth colour field with texture."""
     yy, xx = np.mgrid[0:h, 0:w]
+    f = rng.uniform(0.01, 0.08, 3)
+    img = 127 + 80 * np.sin(xx[..., None] * f + yy[..., None] * f[::-1] + rng.uniform(0, 6, 3))
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_jpegs(out: Path, n: int, size, classes: int = 10):
+    """``n`` photo stand-ins of ``size`` as JPEG files of quality 90, and their list file."""
+    rng = np.random.RandomState(0)
     lines = []
     for i in range(n):
         c = i % classes
-        f = rng.uniform(0.01, 0.08, 3)
-        img = 127 + 80 * np.sin(xx[..., None] * f + yy[..., None] * f[::-1] + rng.uniform(0, 6, 3))
-        img += rng.normal(0, 12, img.shape)
         name = f"c{c}/img{i:06d}.JPEG"
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(out / name, quality=90)
+        Image.fromarray(photo(rng, *size)).save(out / name, quality=90)
         lines.append(f"{name} {c}\n")
     (out / "list.txt").write_text("".join(lines))
 

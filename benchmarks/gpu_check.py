@@ -158,13 +158,9 @@ def device_decode(device: str, n: int = 512, size: int = 256) -> dict:
     import cv2
     from transferfeat.engines.torchnet.feed import device_decoder
     decode = device_decoder()
+    from bench_db import photo
     rng = np.random.RandomState(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    jpegs = []
-    for _ in range(n):                                 # bench_db's photo stand-ins: colour fields with texture
-        f = rng.uniform(0.01, 0.08, 3)
-        img = 127 + 80 * np.sin(xx[..., None] * f + yy[..., None] * f[::-1] + rng.uniform(0, 6, 3)) + rng.normal(0, 12, (size, size, 3))
-        jpegs.append(cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel())
+    jpegs = [cv2.imencode(".jpg", photo(rng, size, size), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel() for _ in range(n)]
     t = time.perf_counter()
     ref = np.stack([cv2.imdecode(j, cv2.IMREAD_COLOR) for j in jpegs])          # one core
     cpu_rate = n / (time.perf_counter() - t)

@@ -165,12 +165,9 @@ def like_decode_jpeg(data, device):
     """What torchvision.io.decode_jpeg(data, mode=RGB, device=device) returns (a list of RGB C×H×W uint8
     tensors), with OpenCV's pixels: the decoder's own pixels are gpu_check.py's to measure (CI's
     PyTorch is a CPU build, and PyPI's torchvision needs CUDA's)."""
-    return [torch_from(cv2.imdecode(t.numpy(), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1), device) for t in data]
-
-
-def torch_from(a, device):
     import torch
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return [torch.from_numpy(np.ascontiguousarray(cv2.imdecode(t.numpy(), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1)))
+            .to(device) for t in data]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0] == "TRAIN"])

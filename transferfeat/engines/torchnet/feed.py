@@ -177,12 +177,12 @@ class Feed:
     next call but one (copy it to keep it longer)."""
 
     def __init__(self, spec: NetSpec, phase: str, seed: int, log: Log, prefetch: int = 3, device="cpu",
-                 readers: int = None, decode: str = None):
+                 readers: int = None):
         layer = spec.layers[0]
         self.folder, self.layer, self.phase, self.log = spec.path.parent, layer, phase, log
         self.device = torch.device(device)
         self.decoder = None
-        if (decode or decode_default()) == "device":
+        if decode_default() == "device":
             if layer.type != "Data":
                 raise Error(f"{spec.path}: line {layer.line}: TF_DECODE=device decodes a Data layer's encoded "
                             f"records, not {layer.type} files")
@@ -346,11 +346,9 @@ class Feed:
                 raise Error(f"{self.source.name(what)}: a {'x'.join(map(str, img.shape))} image among "
                             f"{'x'.join(map(str, self.shape))} ones: resize them alike")
         x = torch.stack(decoded).flip(1)
-        n, c, h, w = x.shape
-        ch, cw = self.crop or h, self.crop or w
+        ch, cw = self.crop or x.shape[2], self.crop or x.shape[3]
         at = torch.from_numpy(draws).to(self.device, non_blocking=True)
-        windows = x.as_strided((n, h - ch + 1, w - cw + 1, c, ch, cw), (c * h * w, w, 1, h * w, w, 1))
-        crops = windows[torch.arange(n, device=self.device), at[:, 1], at[:, 2]]
+        crops = windows(x, ch, cw)[torch.arange(len(x), device=self.device), at[:, 1], at[:, 2]]
         return torch.where(at[:, 0, None, None, None].bool(), crops.flip(-1), crops)
 
     def _scratch(self, name, shape, dtype) -> torch.Tensor:
@@ -364,20 +362,25 @@ class Feed:
         """DataTransformer::Transform finished for a uint8 batch of crops (mirrored where drawn), given
         each image's (mirror, h_off, w_off): the mean and the scale, in float32 and Caffe's order of
         operations. A mirrored crop's mean is the mirrored mean's crop at ``w - crop - w_off``."""
-        n, c, ch, cw = x.shape
+        ch, cw = x.shape[2:]
         self.taken += 1
         out = self._scratch(f"out{self.taken % 2}", x.shape, torch.float32).copy_(x)
         if self.mean_image:
-            mh, mw = self.mean_t.shape[-2:]
+            mw = self.mean_t.shape[-1]
             mirror, h_off = draws[:, 0], draws[:, 1]
             w_off = np.where(mirror == 1, mw - cw - draws[:, 2], draws[:, 2])
             at = torch.from_numpy(np.stack([mirror, h_off, w_off])).to(self.device, non_blocking=True)
-            windows = self.mean_t.as_strided((2, mh - ch + 1, mw - cw + 1, c, ch, cw),
-                                             (c * mh * mw, mw, 1, mh * mw, mw, 1))
-            out.sub_(torch.ops.aten.index.Tensor_out(windows, [at[0], at[1], at[2]],
+            out.sub_(torch.ops.aten.index.Tensor_out(windows(self.mean_t, ch, cw), [at[0], at[1], at[2]],
                                                      out=self._scratch("mean", x.shape, torch.float32)))
         elif self.mean_t is not None:
             out.sub_(self.mean_t)
         if self.scale != 1:
             out.mul_(self.scale_t)
         return out
+
+
+def windows(t: torch.Tensor, ch: int, cw: int) -> torch.Tensor:
+    """Every ch x cw window of each image of a contiguous [N, C, H, W] tensor, as a view indexed by
+    (image, top, left): [N, H - ch + 1, W - cw + 1, C, ch, cw]."""
+    n, c, h, w = t.shape
+    return t.as_strided((n, h - ch + 1, w - cw + 1, c, ch, cw), (c * h * w, w, 1, h * w, w, 1))

@@ -6,7 +6,8 @@ Knobs (environment): FAKE_CAFFE_DELAY seconds per iteration (a file fake-caffe-d
 folder overrides it, as fake-caffe-crash-at does FAKE_CAFFE_CRASH_AT); FAKE_CAFFE_CRASH_AT=N exits 134
 when reaching iteration N, once per file named by FAKE_CAFFE_CRASH_ONCE (or always without it);
 FAKE_CAFFE_BAD_SNAPSHOT=N exits 134 at once when resumed from iteration N's snapshot; FAKE_CAFFE_NAN_AT=N
-shows a loss of nan from iteration N on (and, as Caffe does then, a test accuracy of 1).
+shows a loss of nan from iteration N on (and, as Caffe does then, a test accuracy of 1); FAKE_CAFFE_SIGBUS_AT=N
+dies of SIGBUS at iteration N (as Caffe reading past the end of a cut LMDB).
 Every call is appended to fake-caffe-calls.jsonl in the net folder, with start and end times.
 """
 import json
@@ -69,7 +70,10 @@ def main(argv):
 
     it = start
     exit_code = 0
+    bus_at = int(os.environ.get("FAKE_CAFFE_SIGBUS_AT", "-1"))
     while True:
+        if it == bus_at:                     # as a read past the end of a cut memory-mapped LMDB ends Caffe
+            os.kill(os.getpid(), signal.SIGBUS)
         if it == crash_at and not (once and os.path.exists(once)):
             if once:
                 open(once, "w").close()

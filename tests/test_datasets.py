@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import resize_tmpfs
+from conftest import resize_tmpfs, tf
 from transferfeat import datasets, images
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.cli import main
@@ -316,3 +316,88 @@ def test_planar_pixels_are_the_transposed_image(make):
     out = np.zeros(img.shape[2:] + img.shape[:2], img.dtype)
     images.planar_into(img, out)
     assert np.array_equal(out, img.transpose(2, 0, 1))
+
+
+# --------------------------------------------------------------------------- the store against its lists
+
+def _store_root(tiny_data, where):
+    study, data = tiny_data
+    root = where / "data"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns("lmdb", "lmdb.partial*", "mean.binaryproto", "index"))
+    return study, root, data.parent / "synth"
+
+
+def test_a_store_that_no_longer_holds_its_lists_is_refused_or_rebuilt(tiny_data, tmp_path):
+    """After a re-split (the whole train list changed) or with another --resize, `tf db --store` refuses the
+    old store, naming it and why, and writes no index against it; --rebuild builds it again, and its
+    indexes then read the new list's records. An index whose own list changed since is refused when read."""
+    from transferfeat.datasets import read_index
+    study, root, images = _store_root(tiny_data, tmp_path)
+    args = ("--study", study.path, "db", "--store", "--data-root", root, "--images", images)
+    assert tf(*args).exit_code == 0
+    index = root / "half0A_train" / "index" / "tf-index.json"
+    before = index.read_bytes()
+    again = tf(*args)
+    assert again.exit_code == 0 and "exists, built from" in again.output
+    r = tf(*args, "--resize", "28x28")
+    assert r.exit_code == 1 and "store/train does not hold" in r.output and "resize [32, 32], not [28, 28]" in r.output
+    whole = root / "whole_train" / "files.txt"
+    lines = whole.read_text().splitlines()
+    whole.write_text("\n".join(lines[1:] + lines[:1]) + "\n")               # a new split: the same images, another order
+    r = tf(*args)
+    assert r.exit_code == 1 and f"{root / 'store' / 'train'} does not hold {whole}" in r.output, r.output
+    assert "has changed since it was built (a new tf split?)" in r.output and "--rebuild" in r.output
+    assert index.read_bytes() == before                                    # no index written against the old store
+    from transferfeat.store import write_index
+    with pytest.raises(Error, match="store/train does not hold .*has changed since it was built"):
+        write_index(root / "half0A_train" / "files.txt", root, "train", tmp_path / "x", 20)      # the library too
+    r = tf(*args, "--rebuild")
+    assert r.exit_code == 0 and "removing it to build it again" in r.output, r.output
+    rows = dict((e.path, i) for i, e in enumerate(datasets.read_list(whole, 20)))
+    idx = read_index(index.parent)
+    for key, label, value in list(idx.records())[:20]:
+        path = key.decode().split("_", 1)[1]
+        assert Datum.from_bytes(bytes(value)).label == datasets.read_list(whole, 20)[rows[path]].label
+    lst = root / "half0A_train" / "files.txt"
+    lst.write_text(lst.read_text().replace(" 0\n", " 1\n", 1))              # the dataset's own list re-split
+    with pytest.raises(Error, match="its list .* has changed since this index was written"):
+        read_index(index.parent)
+
+
+def test_a_per_dataset_database_that_no_longer_holds_its_list_is_refused(tiny_data, tmp_path):
+    study, root, images = _store_root(tiny_data, tmp_path)
+    args = ("--study", study.path, "db", "half0A_valid", "--data-root", root, "--images", images)
+    assert tf(*args).exit_code == 0
+    assert "exists, built from" in tf(*args).output
+    lst = root / "half0A_valid" / "files.txt"
+    lines = lst.read_text().splitlines(True)
+    lst.write_text("".join(lines[1:] + lines[:1]))                         # a new split: another order
+    r = tf(*args)
+    assert r.exit_code == 1 and "half0A_valid/lmdb does not hold" in r.output and "has changed" in r.output
+    r = tf(*args, "--rebuild")
+    assert r.exit_code == 0 and "removing it to build it again" in r.output
+    assert "exists, built from" in tf(*args).output
+
+
+def test_a_full_disk_while_indexes_are_written_names_the_index_and_leaves_nothing_half_written(tiny_data, tmp_path, tmpfs):
+    """The store whole, the disk full while the indexes are written: one line naming the index, that the
+    store is whole and that a rerun finishes it; no .partial left; after room is made, the rerun does."""
+    study, _, images = _store_root(tiny_data, tmp_path)
+    disk = tmpfs("64m")
+    root = disk / "data"
+    shutil.copytree(tmp_path / "data", root)
+    args = ("--study", study.path, "db", "--store", "--data-root", root, "--images", images)
+    assert tf(*args).exit_code == 0
+    for index in root.glob("*/index"):
+        shutil.rmtree(index)
+    used = shutil.disk_usage(disk).used
+    resize_tmpfs(disk, f"{used // 1024 + 24}k")
+    r = tf(*args)
+    assert r.exit_code == 1 and "writing the index failed" in r.output and "(the disk is full)" in r.output, r.output
+    assert "the store is whole" in r.output and "run `tf db --store` again" in r.output and "/index" in r.output
+    assert r.output.count("\n") == 1 or "exists, built from" in r.output
+    assert not list(root.glob("*/*.partial")) and not list(root.glob("*/.*.tmp"))
+    resize_tmpfs(disk, "64m")
+    r = tf(*args)
+    assert r.exit_code == 0, r.output
+    assert all((d / "index" / "tf-index.json").is_file() for d in root.iterdir() if (d / "files.txt").is_file())

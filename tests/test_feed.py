@@ -2,13 +2,14 @@
 bit-identical batches for TRAIN and TEST, with and without crop, mean file and mean values, mirror,
 scale, Data and ImageData, raw and encoded records; and an index into the image store yields the
 records (keys, pixels, labels) its dataset's own LMDB holds."""
+import json
 import shutil
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import edit_prototxt, tf
+from conftest import edit_prototxt, run_trainer, tf
 from transferfeat import images
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.datasets import build_db, iter_db, read_index, study_mean
@@ -251,6 +252,21 @@ def test_an_index_yields_its_datasets_lmdb_records(tiny_data, torch_engine, tmp_
         assert np.array_equal(x.numpy(), x2.numpy()) and y.tolist() == y2.tolist()
     r = tf("--study", study.path, "train", "half0A", "--root", tmp_path / "results")
     assert r.exit_code == 1 and "is an index into the image store" in r.output and "Caffe needs real LMDBs" in r.output
+    status = json.loads(tf("status", "--root", tmp_path / "results", "--format", "json").output)
+    row = next(r for r in status if r["name"] == "half0A")                 # refused: failed, with why; not pending
+    assert row["state"] == "failed" and "is an index into the image store" in row["problem"]
+
+
+def test_device_decode_without_a_gpu_is_refused(tiny_data, torch_engine, tmp_path, monkeypatch):
+    """TF_DECODE=device on a CPU trainer: one line before any trainer starts (tf), and from the trainer itself."""
+    from transferfeat.engines.pytorch import TorchEngine
+    from transferfeat.folder import NetFolder
+    d = render(tiny_data, tmp_path / "results")
+    monkeypatch.setenv("TF_DECODE", "device")
+    with pytest.raises(Error, match="TF_DECODE=device decodes JPEG records on a GPU, and this trainer runs on the CPU"):
+        TorchEngine().command(NetFolder(tmp_path / "results", "half0A"))
+    out = run_trainer(d, "train", "-solver", "imagenet_solver.prototxt", check=False)
+    assert out.returncode != 0 and "this trainer runs on the CPU" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_records_of_another_size_in_a_batch_are_an_error(tiny_data, torch_engine, tmp_path):

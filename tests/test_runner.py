@@ -292,6 +292,8 @@ def test_doctor_checks_the_device_decoder_when_asked_for(torch_engine, monkeypat
     assert "unset TF_DECODE" in missing["torchvision"]["fix"]
     monkeypatch.setenv("TF_DECODE", "nvjpeg")
     assert "TF_DECODE='nvjpeg': not one of cpu, device" in tf("doctor").output
+    missing = {m["what"]: m for m in json.loads(tf("doctor", "--format", "json").output)["missing"]}
+    assert "torchvision" not in missing and "set TF_DECODE to one of cpu, device" in missing["TF_DECODE"]["fix"]
 
 
 def test_run_without_globs_takes_the_rendered_nets(tmp_path, fake_caffe, monkeypatch):

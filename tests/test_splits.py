@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 import re
 
 import pytest
@@ -159,3 +160,74 @@ def test_split_cli_takes_a_class_folder(tmp_path):
     assert "half0A_train" in r.output and "skipped" in r.output and "owl_2/x.txt" in r.output
     r = CliRunner().invoke(main, ["split", "--folder", str(img), "--source", str(img)])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def _split_cli(study, img, data):
+    return CliRunner().invoke(main, ["--study", str(study.path), "split", "--folder", str(img), "--data-root", str(data)])
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9", b"new\nline", b"tab\tname"])
+def test_a_class_name_a_list_cannot_hold_is_one_line_naming_it(tmp_path, name):
+    """A class folder whose name is not UTF-8 (Latin-1 bytes) or holds a control character: one line naming
+    the folder (escaped), exit 1, no traceback, no list written."""
+    import os
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=3)
+    os.rename(img / "owl_2", os.fsencode(img) + b"/" + name)
+    r = _split_cli(_folder_study(tmp_path), img, tmp_path / "data")
+    assert r.exit_code == 1 and r.exception.__class__ is SystemExit, r.output
+    assert r.output.count("\n") == 1 and "cannot go in a list file" in r.output
+    assert repr(name.decode("latin-1"))[1:-1].replace("\\xe9", "\\xe9") in r.output or "\\xe9" in r.output
+    assert not (tmp_path / "data" / "whole_train").exists()
+
+
+def test_files_whose_names_a_list_cannot_hold_and_broken_links_are_counted_skips(tmp_path):
+    import os
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=3)
+    shutil.copy(img / "owl_2" / "img000.jpg", os.fsencode(img / "owl_2") + b"/na\xefve.jpg")
+    (img / "owl_2" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    f = folder_lists(img, tmp_path / "data", 4, valid_fraction=0.34)
+    assert (f.train, f.valid) == (8, 4)
+    assert sorted(f.skipped) == ["owl_2/gone.jpg: a broken link (No such file or directory)",
+                                 "owl_2/na\\xefve.jpg: a name a list file cannot hold (not UTF-8, white space or "
+                                 "control characters)"]
+
+
+@pytest.mark.parametrize("link, msg", [
+    (lambda img: (img / "cow_9").symlink_to(img), "cow_9 links back to"),                            # the folder itself
+    (lambda img: (img / "owl_2" / "up").symlink_to(img), "owl_2/up links back to"),                  # inside a class
+    (lambda img: (img / "owl_2" / "ants").symlink_to(img / "ant_1"), "would be labelled both 'owl_2' and 'ant_1'"),
+    (lambda img: (img / "owl_2" / "x.jpg").symlink_to(img / "cat_3" / "img000.jpg"), "would be labelled both"),
+    (lambda img: (img / "val" / "owl_2").mkdir(parents=True) or (img / "val" / "owl_2" / "v.jpg").symlink_to(
+        img / "owl_2" / "img000.jpg"), "is also a training image"),
+])
+def test_a_link_that_would_give_an_image_a_second_label_is_an_error(tmp_path, link, msg):
+    """Links back into the image folder, or to another class's folder or file, or a validation image that is
+    a training image: one line naming the link, never a silent wrong label."""
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=3, classes=4)
+    if "cow_9" in msg:                                        # the linked class replaces one, so still 4 classes
+        shutil.rmtree(img / "zebra_0")
+    if "training image" in msg:
+        for c in ("ant_1", "cat_3", "zebra_0"):
+            (img / "val" / c).mkdir(parents=True)
+            shutil.copy(img / c / "img000.jpg", img / "val" / c / "v.jpg")
+    link(img)
+    with pytest.raises(Error, match=re.escape(msg)):
+        folder_lists(img, tmp_path / "data", 4, valid_fraction=0.34)
+    assert not (tmp_path / "data" / "whole_train").exists()
+
+
+def test_a_class_folder_that_is_a_link_elsewhere_is_read_once(tmp_path):
+    """A class folder kept on another disk (a link out of the image folder) is an ordinary class; a link
+    inside a class to its own sub-folder reads those images once."""
+    from conftest import class_folder
+    img = class_folder(tmp_path / "img", per_class=3)
+    shutil.move(img / "owl_2", tmp_path / "elsewhere")
+    (img / "owl_2").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "sub").mkdir()
+    shutil.copy(img / "cat_3" / "img000.jpg", tmp_path / "elsewhere" / "sub" / "s.jpg")
+    (tmp_path / "elsewhere" / "again").symlink_to(tmp_path / "elsewhere" / "sub")
+    f = folder_lists(img, tmp_path / "data", 4, valid_fraction=0.25)
+    assert f.train + f.valid == 13 and f.skipped == ["owl_2/sub: the same as owl_2/again (a link), read once"]

@@ -17,9 +17,11 @@ from __future__ import annotations
 import collections
 import errno
 import functools
+import hashlib
 import json
 import os
 import shutil
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -141,6 +143,8 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
     """Write an LMDB of Datum records for every line of ``list_file``; an interrupted build resumes,
     retrying the images it skipped. ``check_space``: refuse to start without room for the estimate."""
     list_file, images, out = Path(list_file), Path(images), Path(out)
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise Error(f"{out}: threads: {threads!r} is not a positive number of decoding threads")
     if out.exists():
         raise Error(f"{out} exists: remove it to rebuild")
     entries = read_list(list_file, classes)
@@ -188,11 +192,39 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
                         f"{max_skip:.0%}); the partial build stays in {partial}. First: line {skipped[0][0]} "
                         f"{skipped[0][1]}: {skipped[0][2]}")
         report = {"list": str(list_file), "images": str(images), "written": written, "skipped": [
-            {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params}
+            {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params, "list_sha256": file_sha256(list_file)}
         atomic.write_text(partial / BUILD_REPORT, json.dumps(report, indent=1))
         os.replace(partial, out)
         progress_file.unlink(missing_ok=True)
     return BuildResult(out, written, skipped, start)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def built_from(db, list_file, resize=None, encoded=False, shuffle=None, seed=None):
+    """Why the database ``db`` does not hold ``list_file``'s images as asked (None when it does): its
+    list changed since (a new ``tf split``), or it was built with another --resize, --encoded,
+    shuffle or seed. A database from an older tf, without the list's sha256, is checked by its
+    number of lines."""
+    report = atomic.read_json(Path(db) / BUILD_REPORT)
+    if not report:
+        return f"it has no build record ({BUILD_REPORT}): tf did not build it, or not whole"
+    sha = report.get("list_sha256")
+    if sha is not None and sha != file_sha256(list_file):
+        return f"{list_file} has changed since it was built (a new tf split?)"
+    if sha is None and report.get("lines") != len(read_list(list_file, 1 << 30)):
+        return f"it holds {report.get('lines')} lines' images and {list_file} now has another number"
+    asked = {"resize": list(resize) if resize else None, "encoded": bool(encoded), "shuffle": shuffle, "seed": seed}
+    for key, value in asked.items():
+        if value is not None and report.get(key) != value:
+            return f"it was built with {key} {report.get(key)}, not {value}"
+    return None
 
 
 def _fill(partial, progress_file, state, entries, order, images, resize, encoded, threads, estimate, commit_bytes,
@@ -433,6 +465,12 @@ def read_index(path) -> Index:
     if version != VERSION:
         raise Error(f"{path}: an index of version {version}; build it again with this tf")
     check_db(store)
+    if head.get("list_sha256") is not None and file_sha256(lst) != head["list_sha256"]:
+        raise Error(f"{path}: its list {lst} has changed since this index was written (a new tf split?): "
+                    f"run `tf db --store` again")
+    built = atomic.read_json(store / BUILD_REPORT).get("list_sha256")
+    if head.get("store_list_sha256") is not None and built != head["store_list_sha256"]:
+        raise Error(f"{path}: the store {store} was built again since this index was written: run `tf db --store` again")
     entries = read_list(lst, classes)
     return Index(path, store, entries, index_order(len(entries), shuffle, seed), positions, rows)
 
@@ -446,11 +484,45 @@ def index_order(n: int, shuffle: bool, seed: int) -> list:
 
 
 def check_db(path) -> Path:
-    """``path`` if it is an LMDB database, else an error saying what it is not."""
+    """``path`` if it is a whole LMDB database, else an error saying what it is not. A data file
+    shorter than its newest meta page says (cut by a copy, a full disk, a truncation) would kill
+    its reader with SIGBUS when a record past the cut is read: refused here, before it is mapped."""
     path = Path(path)
-    if not (path / "data.mdb").is_file():
+    data = path / "data.mdb"
+    if not data.is_file():
         raise Error(f"{path} is not an LMDB database (no data.mdb)")
+    try:
+        with open(data, "rb") as f:
+            head = f.read(2 * 65536)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise Error(f"{data}: cannot be read ({e.strerror})") from None
+    need = lmdb_bytes(head)
+    if need is None:
+        raise Error(f"{data}: not an LMDB data file (no LMDB meta page at its start)")
+    if size < need:
+        raise Error(f"{data} is cut: {size:,} bytes, but its pages end at {need:,} (an interrupted copy, a full "
+                    f"disk?): build it again (tf db --rebuild) or copy it whole")
     return path
+
+
+def lmdb_bytes(head: bytes):
+    """The bytes an LMDB data file needs (its newest meta page's last page, plus one, times the page
+    size) from the file's first bytes; None when they are not LMDB's. A meta page: a 16-byte page
+    header, then magic 0xBEEFC0DE, version, address, map size, the two databases (48 bytes each; the
+    first one's first field is the page size), the last page number and the transaction id."""
+    def meta(at):
+        if len(head) < at + 16 + 136:
+            return None
+        magic, = struct.unpack_from("<I", head, at + 16)
+        return struct.unpack_from("<QQ", head, at + 16 + 120) if magic == 0xBEEFC0DE else None
+    first = meta(0)
+    if first is None:
+        return None
+    psize, = struct.unpack_from("<I", head, 16 + 24)
+    metas = [m for m in (first, meta(psize) if 512 <= psize <= 65536 else None) if m is not None]
+    last, _ = max(metas, key=lambda m: m[1])                  # the newer transaction's meta page
+    return (last + 1) * psize
 
 
 _OPEN: dict = {}          # database folder -> ((device, inode) of it and of its data.mdb, read-only handle)

@@ -1,6 +1,7 @@
 """The one exception type the CLI turns into a clear message, and how a message shows a value."""
 from __future__ import annotations
 
+import os
 import re
 import reprlib
 
@@ -19,6 +20,22 @@ def show(value) -> str:
     """``value`` for an error message: its repr, cut to a bounded length (in bounded time, too:
     nested values are shown two levels deep, four items a level)."""
     return _SHOW.repr(value)
+
+
+def shown_path(path) -> str:
+    """A file name for a one-line message: bytes that are not UTF-8 as \\xNN, control characters
+    (a newline, a tab) escaped."""
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def listable(name: str) -> bool:
+    """Whether ``name`` can stand in a list file's line: valid UTF-8, no white space or control characters."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(c.isspace() or not c.isprintable() for c in name)
 
 
 def check_name(value, what: str) -> str:

@@ -8,8 +8,10 @@ README's block barriers (all of block one, then all of block two).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
+from .errors import Error
 from .study import Net, Study
 
 
@@ -87,6 +89,9 @@ class Schedule:
 def durations(study: Study, nets: list[Net], days_per_net: float = None, images_per_second: float = None) -> dict[str, float]:
     """Days per net: its training images at ``images_per_second``, or ``days_per_net`` for the longest
     schedule, scaled by each net's iterations."""
+    for what, v in (("images per second", images_per_second), ("days per net", days_per_net)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise Error(f"{what}: {v!r} is not a positive finite number")
     if images_per_second:
         batch = study.config.input.train_batch
         return {n.name: study.max_iter(n) * batch / images_per_second / 86400 for n in nets}

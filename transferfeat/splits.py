@@ -9,13 +9,14 @@ RNG as the original did, natman its natural/man-made lists); this module writes 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import atomic
-from .errors import Error
+from .errors import Error, listable, shown_path
 from .families import WHOLE_TRAIN, WHOLE_VALID
 from .folder import DatasetFolder
 from .resources import data_file
@@ -166,12 +167,19 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
     under data root ``out``: ``folder/<class>/*`` are the training images, labelled by the classes'
     sorted names; validation images come from ``folder/val/<class>/*`` when it exists, else a
     seeded ``valid_fraction`` of each class is held out. Paths in the lists start at ``folder``
-    (``datasets.image_folder``). Files without an image suffix or empty are skipped and counted; a
-    class without images, a single class, or a count other than the study's ``classes`` is an error."""
+    (``datasets.image_folder``). Files without an image suffix, empty, unreadable or with a name a
+    list file cannot hold are skipped and counted; a class without images, a single class, a count
+    other than the study's ``classes``, a class name a list cannot hold, and links that would give
+    one image two labels (a class folder reaching back into ``folder``, two classes sharing a folder
+    or a file, a validation image that is a training image) are errors."""
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
-        raise Error(f"{folder}: not a folder")
+        raise Error(f"{shown_path(folder)}: not a folder")
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "val" and not p.name.startswith("."))
+    for n in names:
+        if not listable(n):
+            raise Error(f"{shown_path(folder / n)}: a class folder name that is not valid UTF-8 or holds white space "
+                        f"or control characters cannot go in a list file; rename it")
     if "train" in names:
         raise Error(f"{folder / 'train'}: a class folder may not be named 'train' (tf reads a folder with train/ "
                     f"as the ILSVRC layout); rename it")
@@ -179,25 +187,60 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
         raise Error(f"{folder}: {len(names)} class folder(s); a study needs at least 2 (layout: {folder}/<class>/*.jpg)")
     if len(names) != classes:
         raise Error(f"{folder}: {len(names)} class folders, but the study's datasets.classes is {classes}")
-    bad = [n for n in names if any(c.isspace() for c in n)]
-    if bad:
-        raise Error(f"{folder / bad[0]}: a class folder name with white space cannot go in a list file; rename it")
     skipped: list[str] = []
+    root = Path(os.path.realpath(folder))
+    owners: dict[str, dict] = {"train": {}, "val": {}}     # real path of each folder and file read -> (class, as reached)
 
-    def images(d: Path) -> list[str]:
-        found = []
-        for p in sorted(d.rglob("*")):
-            if p.is_dir():
-                continue
-            rel = p.relative_to(folder).as_posix()
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(f"{rel}: not an image file name")
-            elif any(c.isspace() for c in rel):
-                skipped.append(f"{rel}: white space in the path")
-            elif p.stat().st_size == 0:
-                skipped.append(f"{rel}: empty file")
-            else:
-                found.append(rel)
+    def images(d: Path, label: str, part: str) -> list[str]:
+        """The image files under class folder ``d``, links followed once each; an error where a link
+        would give an image a second label."""
+        found, seen = [], owners[part]
+
+        def claim(p: Path, real: str) -> bool:
+            """Whether ``p`` (real path ``real``) is new; an error when another class has it."""
+            other = seen.get(real)
+            if other is None:
+                seen[real] = (label, p)
+                return True
+            if other[0] != label:
+                raise Error(f"{shown_path(p)} is {shown_path(other[1])} (a link): its images would be labelled both "
+                            f"{label!r} and {other[0]!r}; make each image belong to one class folder")
+            skipped.append(f"{shown_path(p.relative_to(folder))}: the same as {shown_path(other[1].relative_to(folder))} (a link), read once")
+            return False
+
+        def walk(p: Path):
+            real = os.path.realpath(p)
+            if Path(real) == root or root.is_relative_to(real):
+                raise Error(f"{shown_path(p)} links back to {shown_path(folder)}: every image there would be labelled "
+                            f"{label!r}; remove the link")
+            if not claim(p, real):
+                return
+            try:
+                entries = sorted(os.scandir(p), key=lambda e: e.name)
+            except OSError as e:
+                skipped.append(f"{shown_path(p.relative_to(folder))}: cannot be read ({e.strerror})")
+                return
+            for e in entries:
+                q = Path(e.path)
+                rel = q.relative_to(folder).as_posix()
+                if e.is_dir():
+                    walk(q)
+                elif not listable(rel):
+                    skipped.append(f"{shown_path(rel)}: a name a list file cannot hold (not UTF-8, white space or "
+                                   f"control characters)")
+                elif q.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append(f"{rel}: not an image file name")
+                else:
+                    try:
+                        size = q.stat().st_size
+                    except OSError as err:
+                        skipped.append(f"{rel}: {'a broken link' if q.is_symlink() else 'cannot be read'} ({err.strerror})")
+                        continue
+                    if size == 0:
+                        skipped.append(f"{rel}: empty file")
+                    elif claim(q, os.path.realpath(q)):
+                        found.append(rel)
+        walk(d)
         return found
 
     val = folder / "val"
@@ -205,13 +248,13 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
     if not held_out:
         extra = sorted(p.name for p in val.iterdir() if p.is_dir() and p.name not in names)
         if extra:
-            raise Error(f"{val / extra[0]}: a validation class with no training folder {folder / extra[0]}")
+            raise Error(f"{shown_path(val / extra[0])}: a validation class with no training folder {shown_path(folder / extra[0])}")
     if held_out and not 0 < valid_fraction < 1:
         raise Error(f"{folder}: no val/ folder, and a held-out fraction of {valid_fraction} is not between 0 and 1")
     rng = np.random.RandomState(seed)
     train, valid = [], []
     for label, name in enumerate(names):
-        files = images(folder / name)
+        files = images(folder / name, name, "train")
         if not files:
             raise Error(f"{folder / name}: no images in this class folder")
         if held_out:
@@ -222,11 +265,16 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
             valid += [(f, label) for i, f in enumerate(files) if i in chosen]
             files = [f for i, f in enumerate(files) if i not in chosen]
         else:
-            vfiles = images(val / name) if (val / name).is_dir() else []
+            vfiles = images(val / name, name, "val") if (val / name).is_dir() else []
             if not vfiles:
                 raise Error(f"{val / name}: no validation images for class {name!r}")
             valid += [(f, label) for f in vfiles]
         train += [(f, label) for f in files]
+    both = set() if held_out else set(owners["train"]) & {os.path.realpath(folder / f) for f, _ in valid}
+    if both:
+        f = next(f for f, _ in valid if os.path.realpath(folder / f) in both)
+        raise Error(f"{shown_path(folder / f)} is also a training image ({shown_path(owners['train'][os.path.realpath(folder / f)][1])}, "
+                    f"through a link): validation images must not be training images")
     for dataset, entries in ((WHOLE_TRAIN, train), (WHOLE_VALID, valid)):
         d = DatasetFolder(out, dataset)
         d.path.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ needs real LMDBs, and tf says so).
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .datasets import BUILD_REPORT, INDEX, VERSION, Index, build_db, check_db, estimate_bytes, index_order, read_index
+from .datasets import (BUILD_REPORT, INDEX, VERSION, Index, build_db, built_from, check_db, estimate_bytes, file_sha256,
+                       index_order, read_index)
 from .errors import Error
 from .folder import DatasetFolder, image_folder
 from .splits import read_list
@@ -39,6 +41,9 @@ def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True
     whole = DatasetFolder(data_root, PARTS[part]).files
     store = store_db(data_root, part)
     check_db(store)
+    why = built_from(store, whole)
+    if why:
+        raise Error(f"{store} does not hold {whole}: {why}; build the store again (tf db --store --rebuild)")
     rows = {e.path: i for i, e in enumerate(read_list(whole, 1 << 30))}
     report = store / BUILD_REPORT
     skipped = {s["line"] - 1 for s in json.loads(report.read_text())["skipped"]} if report.is_file() else set()
@@ -56,10 +61,18 @@ def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True
     partial.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, positions=np.array(positions, np.uint32), rows=np.array(store_rows, np.uint32))
-    atomic.write_bytes(partial / "records.npz", buf.getvalue())
-    atomic.write_json(partial / INDEX, {"version": VERSION, "store": os.path.relpath(store, out),
-                                        "list": os.path.relpath(list_file, out), "seed": seed, "shuffle": shuffle,
-                                        "classes": classes, "records": len(positions)})
+    try:
+        atomic.write_bytes(partial / "records.npz", buf.getvalue())
+        atomic.write_json(partial / INDEX, {"version": VERSION, "store": os.path.relpath(store, out),
+                                            "list": os.path.relpath(list_file, out), "seed": seed, "shuffle": shuffle,
+                                            "classes": classes, "records": len(positions),
+                                            "list_sha256": file_sha256(list_file),
+                                            "store_list_sha256": atomic.read_json(report).get("list_sha256")})
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        full = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+        raise Error(f"{out}: writing the index failed: {e.strerror}{full}; nothing of it was kept, and the store "
+                    f"is whole: free space (or fix the cause), then run `tf db --store` again to write the indexes") from None
     if out.exists():
         shutil.rmtree(out)
     os.replace(partial, out)
@@ -84,16 +97,25 @@ def sizes(study, data_root, images, resize, encoded) -> dict:
     return {"datasets": per_dataset, "store": store, "indexes": 8 * lines + 4096 * len(study.datasets())}
 
 
-def build_store(study, data_root, images, resize=None, encoded=False, threads=None, log=print, **kw) -> list:
-    """The store (both parts) and an index for every dataset of the study whose list exists."""
+def build_store(study, data_root, images, resize=None, encoded=False, threads=None, log=print, rebuild=False,
+                **kw) -> list:
+    """The store (both parts) and an index for every dataset of the study whose list exists. A store
+    part built from another list or with other settings is an error, or with ``rebuild`` removed and
+    built again."""
     out = []
     for part, name in PARTS.items():
         lst = DatasetFolder(data_root, name).files
         db = store_db(data_root, part)
         if not lst.is_file():
             raise Error(f"{lst} is missing: run `tf split` first (the store holds the whole {part} list)")
+        why = built_from(db, lst, resize, encoded) if db.exists() else None
+        if why and rebuild:
+            log(f"{db}: {why}; removing it to build it again")
+            shutil.rmtree(db)
+        elif why:
+            raise Error(f"{db} does not hold {lst} as asked: {why}; pass --rebuild to build it again (or remove it)")
         if db.exists():
-            log(f"{db}: exists, kept")
+            log(f"{db}: exists, built from {lst} as asked, kept")
         else:
             r = build_db(lst, image_folder(images, part), db,
                          classes=study.config.datasets.classes, resize=resize, encoded=encoded, shuffle=False,

@@ -25,7 +25,7 @@ from .errors import Error
 from .folder import NetFolder, StudyFolder
 from .logs import merge, parse_segment
 from .health import Divergence, divergence
-from .snapshots import SnapshotError, check_record, expected, pair_identity, record_done
+from .snapshots import SnapshotError, check_record, expected, pair_identity, read_record, record_done
 from .state import Lock, NetState, adopt, read_attempt, state_of, write_attempt
 from .study import Net
 
@@ -36,6 +36,10 @@ OWN_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, sig
 
 class NotReady(Error):
     """A net that cannot start yet (its base net is not finished)."""
+
+
+class Busy(Error):
+    """A net another process holds (its lock) or has just finished: not a failure of this one."""
 
 
 def tail(path, n: int = 10) -> list[str]:
@@ -70,6 +74,31 @@ def failure_lines(path, before: int = 2, after: int = 3) -> list[str]:
             break
         out.append(line)
     return out
+
+
+def check_data(netdir: NetFolder) -> None:
+    """The net's data links (LMDBs, or indexes and their store) whole: a cut database is named here,
+    before a trainer maps it and dies of SIGBUS."""
+    from .datasets import check_db, is_index, read_index
+    links = NetFolder.link_names()
+    for link in (netdir.path / links.train, netdir.path / links.valid):
+        if not link.exists():
+            continue
+        try:
+            read_index(link) if is_index(link) else check_db(link)
+        except Error as e:
+            raise Error(f"net {netdir.name}: data {link.name}: {e}") from None
+
+
+def bus_error(netdir: NetFolder) -> str:
+    """What a trainer's SIGBUS means, with what its data links look like now."""
+    try:
+        check_data(netdir)
+        now = "its databases look whole now"
+    except Error as e:
+        now = str(e)
+    return (f"the trainer died of a bus error (SIGBUS): a memory-mapped file it read, a database or the image store, "
+            f"was cut or changed while it ran; {now}")
 
 
 def pair_bytes(netdir: NetFolder) -> int:
@@ -114,7 +143,10 @@ class Attempt:
     def start(self) -> None:
         self.lock = Lock(self.dir)
         if not self.lock.acquire():
-            raise Error(f"net {self.net.name} is being trained by another process (lock {self.lock.path})")
+            raise Busy(f"net {self.net.name} is being trained by another process (lock {self.lock.path})")
+        if read_record(self.dir):                   # finished by another process since its state was read
+            self.lock.release()
+            raise Busy(f"net {self.net.name} was finished by another process")
         write_attempt(self.dir, status="running", pid=os.getpid(), host=socket.gethostname(), log=self.log.name,
                       device=self.device, resumed_from=self.resumed_from, **self._describe())
         try:
@@ -169,6 +201,8 @@ class Attempt:
                 status, lines = "failed", [f"the final snapshot is not whole: {e}"]
         elif self.stopping or rc == 0:
             status, lines = "interrupted", [self.stop_reason] if self.stop_reason else tail(self.log)
+        elif rc == -signal.SIGBUS:
+            status, lines = "failed", [bus_error(self.dir)]
         elif rc < 0 and -rc not in OWN_SIGNALS:
             status, lines = "failed", [f"the trainer was killed by {signal.Signals(-rc).name} (from outside: the "
                                        f"out-of-memory killer, a scheduler, a lost node?); no snapshot is lost"]
@@ -212,7 +246,7 @@ def prepare(folder: StudyFolder, net: Net, engine: Engine, state: NetState, base
     if state.done:
         raise Error(f"net {net.name} is already done ({state.final.name})")
     if state.kind == "running":
-        raise Error(f"net {net.name} is being trained by another process (lock {d.lock})")
+        raise Busy(f"net {net.name} is being trained by another process (lock {d.lock})")
     weights = None
     if state.resumes_at is None and net.base:
         if base is None or not base.done:
@@ -230,7 +264,12 @@ def prepare(folder: StudyFolder, net: Net, engine: Engine, state: NetState, base
         raise Error(f"net {net.name}: not started: {why}")
     resume = state.resumes_at
     solverstate = f"{d.scan().solverstates[resume].name}" if resume is not None else None
-    launch = engine.prepare(d, resume=solverstate, weights=weights, gpu=gpu, threads=threads)
+    try:
+        check_data(d)
+        launch = engine.prepare(d, resume=solverstate, weights=weights, gpu=gpu, threads=threads)
+    except Error as e:                       # refused (its data, or what the engine cannot run): failed, not pending
+        write_attempt(d, status="failed", exit_code=None, engine=engine.name, last_lines=[f"refused: {e}"])
+        raise
     return Attempt(net, d, engine, launch, d.new_log(), folder.study.max_iter(net), resume,
                    device=f"gpu{gpu}" if gpu is not None else "cpu", pair_bytes=pairs,
                    outputs=folder.study.config.datasets.classes)
@@ -305,6 +344,7 @@ def score(folder: StudyFolder, net: Net, engine: Engine, weights=None, iteration
         if not state.done:
             raise Error(f"net {net.name} has no verified final snapshot: give --weights FILE")
         weights = check_record(d, folder.study.max_iter(net), state.record, full=True)
+    check_data(d)
     solver = read_solver(d.solver)
     n = iterations or (solver["test_iter"] or [50])[0]
     cmd = engine.test_command(d.val_prototxt.name, str(Path(weights).resolve()), n, gpu)
@@ -312,4 +352,7 @@ def score(folder: StudyFolder, net: Net, engine: Engine, weights=None, iteration
                             env={**procs.environ(), **engine.environment()}, errors="replace")
     for line in proc.stdout:
         echo(line.rstrip("\n"))
-    return proc.wait()
+    rc = proc.wait()
+    if rc == -signal.SIGBUS:
+        raise Error(f"net {net.name}: {engine.name} test: {bus_error(d)}")
+    return rc

@@ -16,7 +16,7 @@ from .. import formats
 from ..errors import Error
 from ..folder import StudyFolder
 from ..study import STUDY_ENV, Study
-from .params import (Dir, File, caffe_option, comma_ints, data_root_option, domain, engine_options, fmt_option,
+from .params import (GPU, Count, Dir, File, Finite, Seed, caffe_option, comma_ints, data_root_option, domain, engine_options, fmt_option,
                      globs_argument, image_formats, root_option, size_of)
 
 
@@ -108,9 +108,9 @@ def render(ctx, globs, root, data_root, dialect, image_data, images):
 @command()
 @globs_argument
 @click.option("--gpu-counts", default="1,4,8,64", show_default=True, help="GPU counts to plan for, comma-separated.")
-@click.option("--days-per-net", type=click.FloatRange(0, min_open=True),
+@click.option("--days-per-net", type=Finite(0, min_open=True),
               help="Days for a full-length net [default: 9.5, the paper's on a K20].")
-@click.option("--images-per-second", type=click.FloatRange(0, min_open=True),
+@click.option("--images-per-second", type=Finite(0, min_open=True),
               help="A GPU's training speed instead (bench_engine.py's, or a log's img/s).")
 @click.option("--measured", is_flag=True, help="The speed the nets' logs under --root show (median).")
 @root_option
@@ -144,9 +144,9 @@ def plan(ctx, globs, gpu_counts, days_per_net, images_per_second, measured, root
 @click.option("--source", type=Dir, help="Folder holding whole_train/ and/or whole_valid/files.txt (default: .).")
 @click.option("--folder", type=Dir, help="Your own images instead: FOLDER/<class>/*, validation from FOLDER/val/<class>/* "
                                          "or held out; writes the whole lists and classes.txt into the data root.")
-@click.option("--valid-fraction", type=float, default=0.1, show_default=True,
+@click.option("--valid-fraction", type=Finite(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
               help="With --folder and no val/: the fraction of each class held out for validation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="With --folder: the held-out draw's seed.")
+@click.option("--seed", type=Seed, default=0, show_default=True, help="With --folder: the held-out draw's seed.")
 @data_root_option
 def split(ctx, source, folder, valid_fraction, seed, data_root):
     """Write the list files of every derived dataset (halves, natman halves, reduced sets).
@@ -188,20 +188,23 @@ def split(ctx, source, folder, valid_fraction, seed, data_root):
 @click.option("--resize", help="WxH; 0 keeps the size. Default: the study's input.resize for datasets, none with --list.")
 @click.option("--encoded", is_flag=True, help="Store the image files' own bytes (re-encoded when resized).")
 @click.option("--shuffle/--no-shuffle", default=True, show_default=True, help="Shuffle the records (seeded).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
-@click.option("--threads", type=int, help="Decoding threads (default: one per core).")
-@click.option("--max-skip", type=float, default=0.01, show_default=True, help="Fail when more than this fraction of images cannot be read.")
+@click.option("--seed", type=Seed, default=0, show_default=True, help="Shuffle seed.")
+@click.option("--threads", type=Count, help="Decoding threads (default: one per core).")
+@click.option("--max-skip", type=Finite(0, 1), default=0.01, show_default=True, help="Fail when more than this fraction of images cannot be read.")
 @click.option("--no-space-check", is_flag=True, help="Start even when the disk seems to lack room for the estimate.")
 @click.option("--store", is_flag=True, help="Instead of a database per dataset: one image store (store/train, store/val) "
                                             "and every dataset as an index into it (the torch engine reads them; Caffe "
                                             "needs per-dataset databases).")
+@click.option("--rebuild", is_flag=True, help="Build again a database whose list changed since (a new tf split) or that "
+                                              "was built with other settings (without it: an error).")
 def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, shuffle, seed, threads, max_skip,
-       no_space_check, store):
+       no_space_check, store, rebuild):
     """Build Caffe LMDB databases (Datum records) from list files, as convert_imageset does.
 
     Example: tf db --all --data-root data --images ILSVRC12      (or: tf db --store --data-root data --images ILSVRC12)
     """
-    from ..datasets import build_db, db_jobs
+    import shutil
+    from ..datasets import build_db, built_from, db_jobs
     study = study_of(ctx)
     if store:
         from ..store import build_store, sizes
@@ -212,13 +215,19 @@ def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, 
         click.echo(f"disk for study {study.config.name!r}: a database per dataset {formats.nbytes(s['datasets'])}; the "
                    f"store {formats.nbytes(s['store'])} and its indexes {formats.nbytes(s['indexes'])}")
         build_store(study, data_root, images, size or None, encoded, threads, log=click.echo, max_skip=max_skip,
-                    check_space=not no_space_check)
+                    check_space=not no_space_check, rebuild=rebuild)
         return
     jobs, size = db_jobs(study, datasets, all_, data_root, images, list_file, out, None if resize is None else size_of(resize))
     for _, lst, img, dest in jobs:
         if dest.exists() and not list_file:
-            click.echo(f"{dest}: exists, skipped")
-            continue
+            why = built_from(dest, lst, size, encoded, shuffle, seed)
+            if not why:
+                click.echo(f"{dest}: exists, built from {lst} as asked, skipped")
+                continue
+            if not rebuild:
+                raise Error(f"{dest} does not hold {lst} as asked: {why}; pass --rebuild to build it again (or remove it)")
+            click.echo(f"{dest}: {why}; removing it to build it again")
+            shutil.rmtree(dest)
         r = build_db(lst, img, dest, classes=study.config.datasets.classes, resize=size, encoded=encoded,
                      shuffle=shuffle, seed=seed, threads=threads, max_skip=max_skip, log=click.echo,
                      check_space=not no_space_check)
@@ -261,11 +270,11 @@ def inspect(path, fmt):
 
 
 @command(context=False)
-@click.option("--classes", type=int, default=20, show_default=True, help="Number of classes.")
-@click.option("--train-per-class", type=int, default=120, show_default=True, help="Training images per class.")
-@click.option("--valid-per-class", type=int, default=30, show_default=True, help="Validation images per class.")
+@click.option("--classes", type=click.IntRange(2), default=20, show_default=True, help="Number of classes.")
+@click.option("--train-per-class", type=Count, default=120, show_default=True, help="Training images per class.")
+@click.option("--valid-per-class", type=Count, default=30, show_default=True, help="Validation images per class.")
 @click.option("--size", default="32x32", show_default=True, help="WxH of the images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=Seed, default=0, show_default=True, help="Random seed.")
 @click.option("--out", type=Dir, required=True, help="Folder to write (ILSVRC layout).")
 def synth(classes, train_per_class, valid_per_class, size, seed, out):
     """Generate a learnable JPEG data set in ILSVRC layout (train/, val/, whole_*/files.txt)."""
@@ -277,7 +286,7 @@ def synth(classes, train_per_class, valid_per_class, size, seed, out):
 @command()
 @click.argument("net")
 @root_option
-@click.option("--gpu", type=int, help="GPU index (default: train on the CPU).")
+@click.option("--gpu", type=GPU, help="GPU index (default: train on the CPU).")
 @engine_options
 def train(ctx, net, root, gpu, engine, precision, caffe):
     """Train one net; resume it from its latest whole snapshot if it was interrupted.
@@ -295,7 +304,7 @@ def train(ctx, net, root, gpu, engine, precision, caffe):
 @root_option
 @click.option("--weights", type=File, help="The caffemodel to score (default: the net's verified final snapshot).")
 @click.option("--iterations", type=click.IntRange(1), help="Batches to score (default: the solver's test_iter).")
-@click.option("--gpu", type=int, help="GPU index (default: the CPU).")
+@click.option("--gpu", type=GPU, help="GPU index (default: the CPU).")
 @engine_options
 def test_cmd(ctx, net, root, weights, iterations, gpu, engine, precision, caffe):
     """Score a snapshot on the net's val net and print what `caffe test` prints, with either engine.
@@ -312,8 +321,8 @@ def test_cmd(ctx, net, root, weights, iterations, gpu, engine, precision, caffe)
 @root_option
 @click.option("--gpus", help="GPU indices, comma-separated: one net per GPU.")
 @click.option("--parallel", type=click.IntRange(1), help="Without --gpus: train this many nets at once on the CPU.")
-@click.option("--retries", type=int, default=1, show_default=True, help="Retries of a crashed net (from its snapshot).")
-@click.option("--interval", type=float, default=10.0, show_default=True, help="Seconds between progress reports.")
+@click.option("--retries", type=click.IntRange(0), default=1, show_default=True, help="Retries of a crashed net (from its snapshot).")
+@click.option("--interval", type=Finite(0, min_open=True), default=10.0, show_default=True, help="Seconds between progress reports.")
 @engine_options
 def run(ctx, globs, root, gpus, parallel, retries, interval, engine, precision, caffe):
     """Train the selected nets (all rendered ones by default), each as soon as its own base net is done.
@@ -490,7 +499,7 @@ def demo(ctx, out, patterns, parallel, engine, precision, caffe):
 @click.option("--gres", help="sbatch --gres, e.g. gpu:1 (then nets train on the job's GPU; without it, on the CPU).")
 @click.option("--time", "time_limit", help="D-HH:MM:SS; the job snapshots and requeues itself before it.")
 @click.option("--account", help="sbatch --account.")
-@click.option("--cpus-per-task", type=int, help="sbatch --cpus-per-task.")
+@click.option("--cpus-per-task", type=Count, help="sbatch --cpus-per-task.")
 @click.option("--mem", help="sbatch --mem, e.g. 32G.")
 @click.option("--extra", multiple=True, help='One more sbatch option (repeatable), e.g. --extra=--qos=long.')
 @click.option("--dry-run", is_flag=True, help="Print the scripts and the dependency graph; touch nothing.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -24,6 +25,22 @@ def domain(f):
         except OSError as e:
             raise click.ClickException(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")) from None
     return body
+
+
+class Finite(click.FloatRange):
+    """A number in a range, never nan or infinity (which click's FloatRange lets through)."""
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+Count = click.IntRange(1)                # threads, classes, images: at least one
+Seed = click.IntRange(0, 2**32 - 1)      # numpy's RandomState takes these
+GPU = click.IntRange(0)
 
 
 def comma_ints(value: str, what: str, minimum: int = 0) -> list[int]:

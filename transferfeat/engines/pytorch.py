@@ -42,6 +42,8 @@ class TorchEngine(Engine):
     def command(self, netdir: NetFolder, resume=None, weights=None, gpu=None) -> list:
         torch_module()
         from ..netspec import read, read_solver
+        from .torchnet.feed import check_decode
+        check_decode("cpu" if gpu is None else f"cuda:{gpu}")
         read_solver(netdir.solver, strict=True)          # a field or layer this engine cannot run: say so now
         read(netdir.train_prototxt, "TRAIN")
         read(netdir.val_prototxt, "TEST")
@@ -74,13 +76,22 @@ class TorchEngine(Engine):
             torch = torch_module()
         except Error as e:
             return {"torch": None}, [{"what": "torch", "why": str(e), "fix": INSTALL_HINT}]
-        from .torchnet.feed import decode_default, device_decoder
+        from .torchnet.feed import DECODES, decode_default, device_decoder
         cuda, missing = torch.cuda.is_available(), []
         try:
-            if decode_default() == "device":
+            decode = decode_default()
+        except Error as e:
+            decode = None
+            missing.append({"what": "TF_DECODE", "why": str(e), "fix": f"set TF_DECODE to one of {', '.join(DECODES)}, "
+                            "or unset it (cpu: OpenCV decodes, as Caffe)"})
+        try:
+            if decode == "device":
                 device_decoder()
         except Error as e:
             missing.append({"what": "torchvision", "why": str(e), "fix": "pip install 'transferfeat[gpu-decode]' "
                             "(a torchvision built for this PyTorch), or unset TF_DECODE"})
+        if decode == "device" and not cuda:
+            missing.append({"what": "GPU", "why": "TF_DECODE=device decodes on a GPU and torch sees none",
+                            "fix": "unset TF_DECODE (or set it to cpu) on this machine"})
         return {"torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
                 "torch_gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}, missing

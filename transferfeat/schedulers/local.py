@@ -18,7 +18,7 @@ from ..folder import StudyFolder
 from ..plan import schedule
 from ..state import Lock, adopt, adopt_all, state_of, states
 from ..study import Net
-from ..training import DISK_POLL, Attempt, prepare
+from ..training import DISK_POLL, Attempt, Busy, prepare
 
 
 @dataclass
@@ -69,7 +69,12 @@ class Pool:
                 self.echo(f"wait   {net.name}: running elsewhere (another tf run or job); waiting for it")
             return False
         att = prepare(self.folder, net, self.engine, state, base, gpu=device, threads=self.threads)
-        att.start()
+        try:
+            att.start()
+        except Busy:                                # another run took it between the read and the lock
+            self.waiting.add(net.name)
+            self.echo(f"wait   {net.name}: taken by another tf run or job; waiting for it")
+            return False
         self.running[net.name] = att
         how = f"resumes at {att.resumed_from}" if att.resumed_from else (f"from {net.base}" if net.base else "new")
         self.echo(f"start  {net.name} on {att.device} ({how})")

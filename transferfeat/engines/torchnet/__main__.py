@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from ...errors import Error  # noqa: E402
 from ...netspec import read as read_spec  # noqa: E402
 from . import check_precision  # noqa: E402
-from .feed import Feed  # noqa: E402
+from .feed import Feed, check_decode  # noqa: E402
 from .glog import Log, g  # noqa: E402
 from .model import Model, copy_weights  # noqa: E402
 from .solver import Solver, score, set_precision  # noqa: E402
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
         device = f"cuda:{args['gpu']}" if args.get("gpu") not in (None, "") else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise Error("no CUDA device: torch sees no GPU (tf doctor)")
+        check_decode(device)
         log(header(device, args["precision"]), "torchnet.py:1")
         if command == "test":
             return test(args, device, log)

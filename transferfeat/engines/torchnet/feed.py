@@ -73,6 +73,14 @@ def decode_default() -> str:
     return value
 
 
+def check_decode(device) -> None:
+    """TF_DECODE=device on a trainer without a GPU is an error (it would decode on the CPU, slowly
+    and with nvJPEG's rounding nowhere in sight), as is a TF_DECODE that names nothing."""
+    if decode_default() == "device" and torch.device(device).type == "cpu":
+        raise Error("TF_DECODE=device decodes JPEG records on a GPU, and this trainer runs on the CPU: unset "
+                    "TF_DECODE (or set it to cpu), or train on a GPU (tf run --gpus, tf train --gpu)")
+
+
 def device_decoder():
     """torchvision's decode_jpeg, or an Error saying how to get it."""
     try:

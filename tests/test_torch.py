@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -66,9 +67,10 @@ def set_data(msg, **fields):
         block[key] = [value]
 
 
-def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Path:
-    """half0A made deterministic: no dropout, no mirror, crop = image size; conv1 frozen (lr_mult 0);
-    a step at iteration 30; a snapshot and a displayed loss every iteration; no tests."""
+def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60, freeze_conv1: bool = True) -> Path:
+    """half0A made deterministic: no dropout, no mirror, crop = image size; conv1 frozen (lr_mult 0)
+    unless not ``freeze_conv1``; a step at iteration 30; a snapshot and a displayed loss every
+    iteration; no tests."""
     study, data, _ = tiny
     Renderer(study).render_all([study.net("half0A")], where, data)
     d = where / "half0A"
@@ -76,7 +78,7 @@ def deterministic(tiny, where: Path, batch: int = 32, max_iter: int = 60) -> Pat
     def train(msg):
         msg["layer"] = [l for l in msg["layer"] if l.one("type") != "Dropout"]
         set_data(msg, crop_size=32, mirror=False, batch_size=batch)
-        for p in layer(msg, "conv1")["param"]:
+        for p in layer(msg, "conv1")["param"] if freeze_conv1 else []:
             p.update(lr_mult=[0], decay_mult=[0])
     edit_prototxt(d / "imagenet_train.prototxt", train)
     edit_prototxt(d / "imagenet_val.prototxt", lambda msg: set_data(msg, crop_size=32))
@@ -99,6 +101,15 @@ def caffe_run(tiny, tmp_path_factory, caffe_bin):
     """Caffe trains the deterministic net 60 iterations from the torch engine's initial weights,
     snapshotting every iteration."""
     d = deterministic(tiny, tmp_path_factory.mktemp("caffe_det"))
+    init = initial_weights(d)
+    caffe(caffe_bin, d, "train", "-solver", "imagenet_solver.prototxt", "-weights", init.name, log=d / "caffe.log")
+    return d
+
+
+@pytest.fixture(scope="module")
+def learned_conv1_run(tiny, tmp_path_factory, caffe_bin):
+    """As ``caffe_run`` with conv1 learned too (its gradient needs the data itself), 30 iterations."""
+    d = deterministic(tiny, tmp_path_factory.mktemp("caffe_conv1"), max_iter=30, freeze_conv1=False)
     init = initial_weights(d)
     caffe(caffe_bin, d, "train", "-solver", "imagenet_solver.prototxt", "-weights", init.name, log=d / "caffe.log")
     return d
@@ -128,7 +139,7 @@ def close(a, b, tol):
 RELU_FLIP = 1e-5
 
 
-@pytest.mark.parametrize("run", ["caffe_run", "residual_run"])
+@pytest.mark.parametrize("run", ["caffe_run", "learned_conv1_run", "residual_run"])
 def test_training_step_by_step_from_caffes_state(run, request, monkeypatch):
     """From Caffe's weights and history at each iteration k, one torch step reaches Caffe's k+1 (the
     residual net's BatchNorm statistics included: they are blobs of the caffemodel): within 1e-5 at
@@ -170,7 +181,7 @@ def test_training_step_by_step_from_caffes_state(run, request, monkeypatch):
         for name, blobs in ref.items():
             for i, b in enumerate(blobs):
                 mine = solver.net.params[name][i].detach().numpy()
-                if name == "conv1":
+                if name == "conv1" and run != "learned_conv1_run":
                     assert np.array_equal(b, init[name][i]) and np.array_equal(mine, init[name][i])   # frozen
                 if not close(mine, b, 1e-5):
                     misses[k] = max(misses.get(k, 0), float(np.abs(mine - b).max() / max(np.abs(b).max(), 1e-12)))
@@ -499,9 +510,13 @@ def test_clear_errors(tiny, tmp_path, monkeypatch):
 
 def test_demo_on_torch_shows_the_papers_effects(tmp_path, caffe_bin, torch_engine):
     """`tf demo --engine torch` end to end on the nets that show the paper's effects (the base nets, AnB
-    at n = 1 and 7, AnB+ at 7: about 5 minutes on 2 cores), and base nets within 0.05 top-1 of the same
-    base nets trained by Caffe on the same data (Caffe's seeds alone move a mini base net by up to 0.02;
-    the engines draw different random numbers)."""
+    at n = 1 and 7, AnB+ at 7: about 3–5 minutes on 2 cores), and base nets as the same base nets
+    trained by Caffe on the same data. The engines draw other random numbers, so one run of each is
+    one draw from each engine's distribution: benchmarks/bench_seeds.py measured over 8 seeds a seed
+    spread of 0.010–0.013 top-1 per engine and a difference of the means of 0.008 (README, "The two
+    engines over seeds"), so the difference of two single runs has a spread of about 0.014 (0.010 for
+    the mean of the two base nets). Bounds: 0.008 + 4 spreads, 0.065 per net and 0.05 for the mean
+    (seed 1 on an AMD EPYC: 0.033 and 0.022; an earlier commit there: 0.051 for half0A)."""
     out = tmp_path / "demo"
     r = tf("demo", "--out", out, "--engine", "torch", "--nets", "half0B", "--nets", "transfer0A0B_1_[17]",
            "--nets", "transfer-ft0A0B_1_7")
@@ -514,15 +529,18 @@ def test_demo_on_torch_shows_the_papers_effects(tmp_path, caffe_bin, torch_engin
     assert sorted(anb) == ["1", "7"] and sorted(anb_plus) == ["7"]
     assert anb["7"] < anb["1"] and anb["7"] < base - 0.1                   # specificity grows with n
     assert anb_plus["7"] > anb["7"] and anb_plus["7"] >= base - 0.03        # fine-tuning recovers it all
-    halves = [torch_summary["nets"][n]["top1_top10_mean"] for n in ("half0A", "half0B")]
-    assert abs(halves[0] - halves[1]) <= 0.03                              # equally hard halves
+    halves_of = ("half0A", "half0B")
+    halves = [torch_summary["nets"][n]["top1_top10_mean"] for n in halves_of]
+    # equally hard halves: over 8 seeds per engine half0A - half0B is 0.009 on average, spread 0.009-0.014
+    # (largest of 16 runs: 0.033); one run is one draw of it
+    assert abs(halves[0] - halves[1]) <= 0.045
     assert {m["engine"] for m in torch_summary["nets"].values()} == {"torch"}
     study = Study.load("mini")
     Renderer(study).render_all(study.select(["half0A", "half0B"]), tmp_path / "caffe", out / "data")
     assert tf("run", "--root", tmp_path / "caffe", "--parallel", "2").exit_code == 0
     caffe_nets = json.loads(tf("results", "--root", tmp_path / "caffe", "--format", "json").output)["nets"]
-    for name in ("half0A", "half0B"):
-        assert abs(torch_summary["nets"][name]["top1_top10_mean"] - caffe_nets[name]["top1_top10_mean"]) <= 0.05, name
+    gaps = [torch_summary["nets"][name]["top1_top10_mean"] - caffe_nets[name]["top1_top10_mean"] for name in halves_of]
+    assert all(abs(g) <= 0.065 for g in gaps) and abs(np.mean(gaps)) <= 0.05, gaps
 
 
 def test_residual_demo_on_a_short_schedule(residual, tmp_path):
@@ -536,3 +554,125 @@ def test_residual_demo_on_a_short_schedule(residual, tmp_path):
     assert {p.name for p in (out / "figures").iterdir()} >= {"fig2_top.png", "fig2_bottom.png", "fig3.png"}
     nets = json.loads(tf("results", "--root", out / "results", "--format", "json").output)["nets"]
     assert sorted(nets) == ["half0A", "transfer0A0B_1_2"] and {m["engine"] for m in nets.values()} == {"torch"}
+
+
+# ----------------------------------------------------------------- the random parts, against Caffe's own draws
+
+DRAWS_NET = """name: "draws"
+layer {{ name: "data" type: "Data" top: "data" top: "label" include {{ phase: {phase} }}
+  transform_param {{ crop_size: 28 mirror: true }}
+  data_param {{ source: "db" batch_size: {batch} backend: LMDB }} }}
+layer {{ name: "drop" type: "Dropout" bottom: "data" top: "dropped" dropout_param {{ dropout_ratio: 0.2 }} }}
+"""
+DRAWS_OUT = """layer {{ name: "out" type: "HDF5Output" bottom: "data" bottom: "label" hdf5_output_param {{ file_name: "data{seed}.h5" }} }}
+layer {{ name: "out2" type: "HDF5Output" bottom: "dropped" bottom: "label" hdf5_output_param {{ file_name: "dropped{seed}.h5" }} }}
+"""
+
+
+def _draws(data: np.ndarray) -> np.ndarray:
+    """(mirror, h_off, w_off, record) of each image of a batch of the position-coded records
+    (channel 0 its row, 1 its column, 2 its record number)."""
+    first, last = data[:, 1, 0, 0], data[:, 1, 0, -1]
+    return np.stack([first > last, data[:, 0, 0, 0], np.minimum(first, last), data[:, 2, 0, 0]], 1).astype(int)
+
+
+@pytest.fixture(scope="module")
+def draws(tmp_path_factory, caffe_bin, torch_engine):
+    """Caffe's and the torch engine's batches of 120 from a 75-record LMDB of position-coded 32x32
+    images (crop 28, mirror, Dropout 0.2), TRAIN and TEST, over seeds 1–6: each engine's draws, record
+    orders and dropout (data, dropped) pairs. Caffe's are dumped by its HDF5Output layer (one batch per
+    run; the batch wraps across the end of the data)."""
+    import h5py
+    import torch
+    from transferfeat.datasets import build_db
+    from transferfeat.engines.torchnet.feed import Feed
+    from transferfeat.engines.torchnet.glog import Quiet
+    from transferfeat.engines.torchnet.model import FORWARD
+    from transferfeat.netspec import read
+    tmp = tmp_path_factory.mktemp("draws")
+    rows, cols = np.mgrid[0:32, 0:32]
+    lines = []
+    for i in range(75):
+        cv2.imwrite(str(tmp / f"r{i:02d}.png"), np.stack([rows, cols, np.full((32, 32), i)], 2).astype(np.uint8))
+        lines.append(f"r{i:02d}.png {i}\n")
+    (tmp / "files.txt").write_text("".join(lines))
+    build_db(tmp / "files.txt", tmp, tmp / "db", classes=1000, shuffle=False, progress=False)
+    (tmp / "none.caffemodel").write_bytes(b"")                       # a net without weights: an empty NetParameter
+    out = {"caffe": {}, "torch": {}}
+    for phase in ("TRAIN", "TEST"):
+        for seed in range(1, 7):
+            net = DRAWS_NET.format(phase=phase, batch=120)
+            (tmp / f"{phase}{seed}.prototxt").write_text(net + DRAWS_OUT.format(seed=f"{phase}{seed}"))
+            if phase == "TRAIN":
+                (tmp / f"solver{seed}.prototxt").write_text(
+                    f'train_net: "{phase}{seed}.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 1\n'
+                    f'display: 0\nsnapshot_after_train: false\nrandom_seed: {seed}\n')
+                caffe(caffe_bin, tmp, "train", "-solver", f"solver{seed}.prototxt")
+            else:
+                caffe(caffe_bin, tmp, "test", "-model", f"{phase}{seed}.prototxt", "-weights", "none.caffemodel",
+                      "-iterations", "1")
+            with h5py.File(tmp / f"data{phase}{seed}.h5") as a, h5py.File(tmp / f"dropped{phase}{seed}.h5") as b:
+                out["caffe"].setdefault(phase, []).append((np.array(a["data"]), np.array(b["data"]),
+                                                           np.array(a["label"]).ravel().astype(int)))
+            (tmp / f"torch{phase}.prototxt").write_text(DRAWS_NET.format(phase=phase, batch=120))
+            spec = read(tmp / f"torch{phase}.prototxt", phase)
+            feed = Feed(spec, phase, seed, Quiet())
+            data, labels = feed.next()
+            data = data.clone()
+            feed.close()
+            torch.manual_seed(seed)
+            model = type("M", (), {"phase": phase})()
+            dropped = FORWARD["Dropout"](model, spec.layers[1], [data])
+            out["torch"].setdefault(phase, []).append((data.numpy(), dropped.numpy(), labels.numpy()))
+    return out
+
+
+def test_crop_offsets_and_mirrors_are_drawn_as_caffes(draws):
+    """TRAIN: every offset 0..4 in both directions and mirror about half the time, in both engines, with
+    frequencies within 4 standard errors of each other (720 images each); TEST: the centre crop, and
+    mirrored about half the time too, as Caffe's DataTransformer does whatever the phase."""
+    for phase in ("TRAIN", "TEST"):
+        found = {e: np.concatenate([_draws(d) for d, _, _ in draws[e][phase]]) for e in ("caffe", "torch")}
+        n = len(found["caffe"])
+        for e, f in found.items():
+            assert 0.4 < f[:, 0].mean() < 0.6, (phase, e)                          # mirrored half the time
+            if phase == "TRAIN":
+                for col in (1, 2):
+                    assert sorted(set(f[:, col])) == [0, 1, 2, 3, 4], (phase, e, col)
+            else:
+                assert set(f[:, 1]) == set(f[:, 2]) == {2}, (phase, e)             # (32 - 28) / 2
+        se = lambda p: 4 * np.sqrt(2 * p * (1 - p) / n)
+        a, b = found["caffe"], found["torch"]
+        assert abs(a[:, 0].mean() - b[:, 0].mean()) < se(0.5), phase
+        if phase == "TRAIN":
+            for col in (1, 2):
+                for v in range(5):
+                    assert abs((a[:, col] == v).mean() - (b[:, col] == v).mean()) < se(0.2), (col, v)
+
+
+def test_records_come_in_caffes_order_across_the_end_of_the_data(draws):
+    """A batch of 120 from 75 records: 0..74 then 0..44 again, in both engines and both phases; each image's
+    pixels are its own record's."""
+    want = list(range(75)) + list(range(45))
+    for e in ("caffe", "torch"):
+        for phase in ("TRAIN", "TEST"):
+            for data, _, labels in draws[e][phase]:
+                assert labels.tolist() == want and _draws(data)[:, 3].tolist() == want, (e, phase)
+
+
+def test_dropout_drops_and_scales_as_caffes(draws):
+    """TRAIN: 20% of the values dropped (within 4 standard errors, in both engines, and of each other) and
+    the rest scaled by exactly 1 / (1 - 0.2) in float32; TEST: nothing dropped or scaled."""
+    rate = {}
+    for e in ("caffe", "torch"):
+        data = np.concatenate([d for d, _, _ in draws[e]["TRAIN"]]).ravel()
+        dropped = np.concatenate([x for _, x, _ in draws[e]["TRAIN"]]).ravel()
+        live = data != 0
+        rate[e] = float((dropped[live] == 0).mean())
+        n = int(live.sum())
+        assert abs(rate[e] - 0.2) < 4 * np.sqrt(0.2 * 0.8 / n), e
+        kept = live & (dropped != 0)
+        assert np.array_equal(dropped[kept], data[kept] * np.float32(1 / 0.8)), e
+        for d, x, _ in draws[e]["TEST"]:
+            assert np.array_equal(d, x), e
+    assert abs(rate["caffe"] - rate["torch"]) < 4 * np.sqrt(2 * 0.2 * 0.8 / n)

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from transferfeat import images
-from transferfeat.datasets import build_db, compute_mean, encode_datum, write_mean
+from transferfeat.databases import build_db, encode_datum
+from transferfeat.mean import compute_mean, write_mean
 from transferfeat.engines.caffe import find_tool
 from transferfeat.procs import environ
 

@@ -15,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from transferfeat.datasets import build_db, compute_mean, write_mean
+from transferfeat.databases import build_db
+
+from transferfeat.mean import compute_mean, write_mean
 from transferfeat.engines.caffe import find_tool
 from transferfeat.render import Renderer
 from transferfeat.study import Study

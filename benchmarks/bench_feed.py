@@ -18,7 +18,8 @@ import numpy as np
 
 from transferfeat import images
 from transferfeat.caffeproto import Datum, read_blob
-from transferfeat.datasets import build_db, compute_mean, iter_db, write_mean
+from transferfeat.databases import build_db, iter_db
+from transferfeat.mean import compute_mean, write_mean
 from transferfeat.netspec import read
 from transferfeat.render import Renderer
 from transferfeat.study import Study

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from transferfeat.folder import NetFolder as NetDir
-from transferfeat.results import parse_root, summarize
+from transferfeat.logcache import parse_root
+from transferfeat.results import summarize
 from transferfeat.study import Study
 
 

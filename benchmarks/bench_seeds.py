@@ -24,7 +24,8 @@ from transferfeat.engines import get
 from transferfeat.folder import StudyFolder
 from transferfeat.render import Renderer
 from transferfeat.resources import config_path
-from transferfeat.results import parse_root, summarize
+from transferfeat.logcache import parse_root
+from transferfeat.results import summarize
 from transferfeat.schedulers.local import Pool
 from transferfeat.study import Study
 

@@ -155,7 +155,7 @@ def caffe_bin():
 def paper_size_valid(tmp_path, dataset: str, valid_per_class: int):
     """256x256 synthetic images (4 classes) and an LMDB of them as ``dataset`` under tmp_path/data,
     for running the paper's own CaffeNet: (image folder, data root, the dataset's folder)."""
-    from transferfeat.datasets import build_db
+    from transferfeat.databases import build_db
     from transferfeat.synth import synthesize
     img = tmp_path / "img"
     synthesize(img, classes=4, train_per_class=1, valid_per_class=valid_per_class, size=(256, 256), seed=3)

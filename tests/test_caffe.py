@@ -11,7 +11,7 @@ import pytest
 from conftest import (class_folder, folder_study, net_state, paper_size_valid, rendered, resize_tmpfs, set_fields,
                       tiny_study_file, tf)
 from transferfeat.caffeproto import net_weights
-from transferfeat.datasets import compute_mean, write_mean
+from transferfeat.mean import compute_mean, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.logs import parse_files
 from transferfeat.folder import NetFolder as NetDir

@@ -14,7 +14,8 @@ from transferfeat.families import Dataset, Family, register
 from transferfeat.folder import StudyFolder
 from transferfeat.plan import estimate, schedule
 from transferfeat.render import Renderer
-from transferfeat.results import parse_root, summarize
+from transferfeat.logcache import parse_root
+from transferfeat.results import summarize
 from transferfeat.splits import make_splits
 from transferfeat.state import states
 from transferfeat.study import Study, StudyError

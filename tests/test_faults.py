@@ -325,7 +325,7 @@ def test_a_signal_while_the_trainer_starts_leaves_no_traceback(tiny_data, tmp_pa
 
 def test_a_crafted_log_cache_runs_nothing(shared, tmp_path, monkeypatch):
     import pickle
-    from transferfeat.results import _cache_path
+    from transferfeat.logcache import _cache_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     marker = tmp_path / "ran"
 
@@ -390,7 +390,7 @@ def test_an_option_value_out_of_range_is_a_usage_error(args, msg, tmp_path, monk
 
 def test_the_library_refuses_what_the_options_refuse(tmp_path, mini):
     """The same checks where the library is called without the CLI."""
-    from transferfeat.datasets import build_db
+    from transferfeat.databases import build_db
     from transferfeat.errors import Error
     from transferfeat.plan import durations
     for bad in (float("nan"), float("inf"), -1.0):

@@ -12,7 +12,9 @@ import pytest
 from conftest import edit_prototxt, run_trainer, tf
 from transferfeat import images
 from transferfeat.caffeproto import Datum, read_blob
-from transferfeat.datasets import build_db, iter_db, read_index, study_mean
+from transferfeat.databases import build_db, iter_db
+from transferfeat.mean import study_mean
+from transferfeat.store import read_index
 from transferfeat.errors import Error
 from transferfeat.netspec import read
 from transferfeat.render import Renderer

@@ -110,3 +110,15 @@ def test_without_torch_the_torch_engine_says_how_to_install_it(tmp_path):
     assert "TF_TORCH=torch==2.13.0 bash scripts/setup.sh" in INSTALL_HINT
     r = without_torch("train", "half0A", "--root", tmp_path / "results", "--engine", "torch", "--precision", "fp64")
     assert r.returncode == 2 and "'fp64' is not one of 'fp32', 'tf32', 'bf16'" in r.stdout
+
+
+def test_the_readme_layout_table_lists_every_module():
+    """Every module of the package (and every subpackage) is named in the README's layout table."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme[readme.index("| stage | module | knows |"):readme.index("A new family is one class")]
+    named = set(re.findall(r"`([\w/.]+)`", table))
+    for path in PACKAGE.glob("*.py"):
+        if path.name != "__init__.py":
+            assert path.name in named, path.name
+    for sub in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        assert f"{sub.name}/" in named, sub.name

@@ -11,7 +11,8 @@ from transferfeat.layers import LEARNABLE, STUDY, STUDY_FIELDS, TABLE
 from transferfeat.netspec import NetError, learning_rate, read, read_solver
 from transferfeat.prototxt import Message, Word, dump, parse
 from transferfeat.render import Renderer
-from transferfeat.study import LAYER_KEYS, Study
+from transferfeat.config import LAYER_KEYS
+from transferfeat.study import Study
 
 
 @pytest.fixture

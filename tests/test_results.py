@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from conftest import tf as run
 from transferfeat.cli import main
-from transferfeat.results import parse_root, summarize
+from transferfeat.logcache import parse_root
+from transferfeat.results import summarize
 from transferfeat.study import Study
 
 
@@ -74,7 +75,7 @@ def test_cache_is_used_and_invalidated(tmp_path, cache_home):
     assert first["nets"]["half0A"]["top1_last"] == 1.0 and first["nets"]["half0A"]["iterations"] == 600
     speed = first["nets"]["half0A"]["images_per_second"]
     assert speed > 0 and summarize(study, parse_root(study, root))["nets"]["half0A"]["images_per_second"] == speed
-    from transferfeat.results import _cache_path
+    from transferfeat.logcache import _cache_path
     assert _cache_path(root).is_file() and str(cache_home) in str(_cache_path(root))
     log.write_text(log.read_text().replace("accuracy = 1\n", "accuracy = 0.5\n"))
     os.utime(log, ns=(1, 1))
@@ -193,7 +194,8 @@ def test_data_files_hold_what_the_figures_drew(shared):
 def test_legends_cover_no_data(shared):
     import matplotlib.pyplot as plt
     from transferfeat.plots import figures
-    from transferfeat.results import parse_root, summarize
+    from transferfeat.logcache import parse_root
+    from transferfeat.results import summarize
     study = Study.load()
     summary = summarize(study, parse_root(study, shared / "results"))
     for stem, fig, _ in figures(study, summary):

@@ -169,3 +169,34 @@ def test_real_caffe_under_slurm(slurm, tmp_path, caffe_bin):
     from transferfeat.logs import parse_files
     base, transfer = (parse_files(NetDir(root, n).logs()) for n in ("half0A", "transfer0A0B_1_5"))
     assert base.iterations == transfer.iterations == 40 and 40 in transfer.accuracy
+
+
+# ------------------------------------------------------------------ SLURM's outputs, parsed (no cluster needed)
+
+def test_squeue_output_parsed():
+    from transferfeat.schedulers.slurm import parse_squeue
+    assert parse_squeue("") == {}
+    assert parse_squeue("101 RUNNING\n102 PENDING\n\n103_4 COMPLETING\n") == {
+        "101": "RUNNING", "102": "PENDING", "103_4": "COMPLETING"}
+    assert parse_squeue("  104 PENDING  \nstray\n") == {"104": "PENDING"}
+
+
+def test_sacct_output_parsed():
+    from transferfeat.schedulers.slurm import parse_sacct
+    assert parse_sacct("") == {}
+    text = "101|COMPLETED\n102|CANCELLED by 0\n103|FAILED\n103|REQUEUED\n104|\nno bar here\n"
+    assert parse_sacct(text) == {"101": "COMPLETED", "102": "CANCELLED", "103": "REQUEUED"}
+
+
+@pytest.mark.parametrize("text, job", [("4242\n", "4242"), ("4242;cluster1\n", "4242"), ("  77 \n", "77"), ("12_3\n", "12_3")])
+def test_sbatch_parsable_output_parsed(text, job):
+    from transferfeat.schedulers.slurm import parse_sbatch
+    assert parse_sbatch(text) == job
+
+
+@pytest.mark.parametrize("text", ["", "\n", "sbatch: error: Batch job submission failed\n"])
+def test_sbatch_output_without_a_job_id_is_an_error(text):
+    from transferfeat.errors import Error
+    from transferfeat.schedulers.slurm import parse_sbatch
+    with pytest.raises(Error, match="sbatch printed no job id"):
+        parse_sbatch(text)

@@ -17,7 +17,8 @@ import pytest
 from conftest import (edit_prototxt, net_state, paper_size_valid, run_trainer, set_fields, tiny_study_file, tf,
                       wait_for, without_torch)
 from transferfeat.caffeproto import Datum, net_bytes, net_weights, read_blob
-from transferfeat.datasets import compute_mean, iter_db, write_mean
+from transferfeat.databases import iter_db
+from transferfeat.mean import compute_mean, write_mean
 from transferfeat.demo import prepare_data
 from transferfeat.folder import StudyFolder
 from transferfeat.logs import parse_files, parse_segment
@@ -584,7 +585,7 @@ def draws(tmp_path_factory, caffe_bin, torch_engine):
     run; the batch wraps across the end of the data)."""
     import h5py
     import torch
-    from transferfeat.datasets import build_db
+    from transferfeat.databases import build_db
     from transferfeat.engines.torchnet.feed import Feed
     from transferfeat.engines.torchnet.glog import Quiet
     from transferfeat.engines.torchnet.model import FORWARD

@@ -202,7 +202,7 @@ def test_solve_runs_the_same_step_the_checks_drive(d):
 
 
 def test_the_transformer_crops_mirrors_and_subtracts_the_mean(d):
-    from transferfeat.datasets import iter_db
+    from transferfeat.databases import iter_db
     from transferfeat.engines.torchnet.feed import Feed
     from transferfeat.engines.torchnet.glog import Quiet
     spec = read(d / "imagenet_val.prototxt", "TEST")
@@ -227,7 +227,7 @@ def test_a_cut_record_ends_the_trainer_with_one_line(d):
     """A Datum cut short in the training database: the trainer stops within seconds, its error names
     the database and the key, and no Python traceback reaches the log."""
     import lmdb
-    from transferfeat.datasets import iter_db
+    from transferfeat.databases import iter_db
     copy = d.parent / "cut_lmdb"
     out = lmdb.open(str(copy), map_size=1 << 26)
     with out.begin(write=True) as dst:

@@ -1,6 +1,8 @@
-"""Atomic file output: write a temporary sibling, then rename, so an existing file is a complete one."""
+"""Files: output written atomically (a temporary sibling, then a rename, so an existing file is a
+complete one), JSON read back, and a file's sha256."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -58,3 +60,12 @@ def read_json(path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def sha256(path) -> str:
+    """The file's sha256, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

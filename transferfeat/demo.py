@@ -7,14 +7,17 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .datasets import build_db, study_builds, study_mean
+from .databases import build_db, study_builds
+
+from .mean import study_mean
 from .engines import Engine
 from .errors import Error
 from .folder import DatasetFolder, StudyFolder
 from .plots import plot_all
 from .render import Renderer
 from .report import write as write_report
-from .results import parse_root, summarize
+from .logcache import parse_root
+from .results import summarize
 from .schedulers.local import Pool
 from .splits import make_splits
 from .state import status_rows

@@ -6,7 +6,7 @@ import shutil
 from . import engines
 from .engines import Engine
 from .engines.caffe import gpus
-from .results import cache_dir
+from .logcache import cache_dir
 
 
 def diagnose(engine: Engine) -> dict:

@@ -10,7 +10,6 @@ commit, the study's and every log's digest). No external request of any kind; it
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import json
@@ -97,14 +96,6 @@ def _commit() -> str:
     return (out.stdout.strip() + (" (with local changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else ""
 
 
-def _digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def provenance(folder, summary, logs, engines, other_label=None) -> tuple[list, list]:
     """([(what, value)], [(log file, bytes, sha256)]): how this report was made, from what."""
     study = folder.study
@@ -118,7 +109,7 @@ def provenance(folder, summary, logs, engines, other_label=None) -> tuple[list, 
             ("transferfeat", tf + (f", source commit {commit}" if commit else "")),
             ("python", f"{platform.python_version()} on {platform.system()} {platform.machine()}"),
             ("results folder", str(folder.root.resolve())),
-            ("study", f"{study.config.name} ({study.path}), sha256 {_digest(study.path)}"),
+            ("study", f"{study.config.name} ({study.path}), sha256 {atomic.sha256(study.path)}"),
             ("nets", f"{len(summary['nets'])} of {len(study.nets)} with logs")]
     for name in ("torch", "numpy", "matplotlib"):
         try:
@@ -133,7 +124,7 @@ def provenance(folder, summary, logs, engines, other_label=None) -> tuple[list, 
             pass
     if other_label:
         rows.append(("compared with", other_label))
-    files = [(str(p.relative_to(folder.root)), p.stat().st_size, _digest(p))
+    files = [(str(p.relative_to(folder.root)), p.stat().st_size, atomic.sha256(p))
              for log in logs.values() for p in (Path(s.path) for s in log.segments) if p.is_file()]
     return rows, sorted(files)
 

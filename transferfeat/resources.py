@@ -1,4 +1,4 @@
-"""Locate the files that ship with the package: templates, study configs and data lists."""
+"""Locate the files that ship with the package: templates, study configs and the class and md5 lists."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,5 +20,6 @@ def config_path(name: str) -> Path:
     return _dir("configs") / name
 
 
-def data_file(name: str) -> Path:
-    return _PKG / "data" / name
+def list_file(name: str) -> Path:
+    """A list shipped in ``transferfeat/lists/``: the natural/man-made class indices, the md5 sums."""
+    return _PKG / "lists" / name

@@ -7,7 +7,6 @@ learnable blob. A net is done only when its final pair passed this check and the
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -131,12 +130,8 @@ def resumable(netdir: NetFolder, listing: Listing, exclude=(), echo=None):
 
 
 def digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     st = Path(path).stat()
-    return {"file": Path(path).name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+    return {"file": Path(path).name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": atomic.sha256(path)}
 
 
 def read_record(netdir: NetFolder) -> dict:

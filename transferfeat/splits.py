@@ -19,7 +19,7 @@ from . import atomic
 from .errors import Error, listable, shown_path
 from .families import WHOLE_TRAIN, WHOLE_VALID
 from .folder import DatasetFolder
-from .resources import data_file
+from .resources import list_file
 from .study import Study
 
 PARTS = ("train", "valid")
@@ -97,7 +97,7 @@ def reduced_lines(entries: list[Entry], per_class: int) -> str:
 def published_md5s() -> dict[str, str]:
     """The original's md5 sums, by dataset name (``half0A_train`` …)."""
     out = {}
-    for line in data_file("split_md5sums.txt").read_text().splitlines():
+    for line in list_file("split_md5sums.txt").read_text().splitlines():
         if line.strip():
             digest, name = line.split()
             out[name.split("/")[0]] = digest
@@ -167,7 +167,7 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
     under data root ``out``: ``folder/<class>/*`` are the training images, labelled by the classes'
     sorted names; validation images come from ``folder/val/<class>/*`` when it exists, else a
     seeded ``valid_fraction`` of each class is held out. Paths in the lists start at ``folder``
-    (``datasets.image_folder``). Files without an image suffix, empty, unreadable or with a name a
+    (``folder.image_folder``). Files without an image suffix, empty, unreadable or with a name a
     list file cannot hold are skipped and counted; a class without images, a single class, a count
     other than the study's ``classes``, a class name a list cannot hold, and links that would give
     one image two labels (a class folder reaching back into ``folder``, two classes sharing a folder

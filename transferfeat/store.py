@@ -16,18 +16,89 @@ import io
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import atomic
-from .datasets import (BUILD_REPORT, INDEX, VERSION, Index, build_db, built_from, check_db, estimate_bytes, file_sha256,
-                       index_order, read_index)
+from .databases import (BUILD_REPORT, build_db, built_from, check_db, estimate_bytes, index_order,
+                        open_db)
 from .errors import Error
 from .folder import DatasetFolder, image_folder
 from .splits import read_list
 
 PARTS = {"train": "whole_train", "valid": "whole_valid"}
+
+
+# --------------------------------------------------------------------------- a dataset as an index
+
+INDEX = "tf-index.json"          # a dataset as records of the image store (store.py builds them)
+
+
+
+VERSION = 1
+
+
+
+def is_index(path) -> bool:
+    return (Path(path) / INDEX).is_file()
+
+
+
+@dataclass
+class Index:
+    """A dataset's records in the store: ``positions`` (the record numbers its LMDB's keys would
+    carry, skipped images left out) and ``rows`` (the store's records), with its list's entries."""
+    path: Path
+    store: Path
+    entries: list
+    order: list
+    positions: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def records(self, txn=None):
+        """(key, label, store value) of every record, in the order the dataset's LMDB holds them; the
+        values are views into the store, valid while the read transaction ``txn`` (or the iteration) is."""
+        if txn is None:
+            with open_db(self.store).begin(buffers=True) as txn:
+                yield from self.records(txn)
+            return
+        for i, row in zip(self.positions.tolist(), self.rows.tolist()):
+            e = self.entries[self.order[i]]
+            value = txn.get(b"%08d_%s" % (row, e.path.encode()))
+            if value is None:
+                raise Error(f"{self.path}: store {self.store} has no record {row} ({e.path}): build the store again")
+            yield ("%08d_%s" % (i, e.path)).encode(), e.label, value
+
+
+
+def read_index(path) -> Index:
+    """The index at ``path`` (a folder holding tf-index.json), checked against its store and list."""
+    path = Path(path)
+    try:
+        head = json.loads((path / INDEX).read_text())
+        store, lst = (path / head["store"]).resolve(), (path / head["list"]).resolve()
+        with np.load(path / "records.npz", allow_pickle=False) as z:
+            positions, rows = z["positions"], z["rows"]
+        version, seed, shuffle, classes = head["version"], head["seed"], head["shuffle"], head["classes"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Error(f"{path}: not an index tf wrote ({e})") from None
+    if version != VERSION:
+        raise Error(f"{path}: an index of version {version}; build it again with this tf")
+    check_db(store)
+    if head.get("list_sha256") is not None and atomic.sha256(lst) != head["list_sha256"]:
+        raise Error(f"{path}: its list {lst} has changed since this index was written (a new tf split?): "
+                    f"run `tf db --store` again")
+    built = atomic.read_json(store / BUILD_REPORT).get("list_sha256")
+    if head.get("store_list_sha256") is not None and built != head["store_list_sha256"]:
+        raise Error(f"{path}: the store {store} was built again since this index was written: run `tf db --store` again")
+    entries = read_list(lst, classes)
+    return Index(path, store, entries, index_order(len(entries), shuffle, seed), positions, rows)
+
 
 
 def store_db(data_root, part: str) -> Path:
@@ -66,7 +137,7 @@ def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True
         atomic.write_json(partial / INDEX, {"version": VERSION, "store": os.path.relpath(store, out),
                                             "list": os.path.relpath(list_file, out), "seed": seed, "shuffle": shuffle,
                                             "classes": classes, "records": len(positions),
-                                            "list_sha256": file_sha256(list_file),
+                                            "list_sha256": atomic.sha256(list_file),
                                             "store_list_sha256": atomic.read_json(report).get("list_sha256")})
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)

@@ -79,7 +79,8 @@ def failure_lines(path, before: int = 2, after: int = 3) -> list[str]:
 def check_data(netdir: NetFolder) -> None:
     """The net's data links (LMDBs, or indexes and their store) whole: a cut database is named here,
     before a trainer maps it and dies of SIGBUS."""
-    from .datasets import check_db, is_index, read_index
+    from .databases import check_db
+    from .store import is_index, read_index
     links = NetFolder.link_names()
     for link in (netdir.path / links.train, netdir.path / links.valid):
         if not link.exists():

@@ -178,6 +178,20 @@ def split(ctx, source, folder, valid_fraction, seed, data_root):
         raise Error(f"no list written: {source} has neither whole_train/ nor whole_valid/files.txt")
 
 
+def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):
+    """``tf db``'s two forms: (jobs as ``study_builds`` gives them, resize (W, H) or None)."""
+    from ..databases import study_builds
+    if list_file or out:
+        if not (list_file and out and images) or datasets or all_:
+            raise Error("the low-level form needs --list, --images and --out, and no DATASET")
+        return [(str(out), Path(list_file), Path(images), Path(out))], resize
+    if all_ == bool(datasets) or images is None:
+        raise Error("name DATASETs or give --all, with --images DIR (or use --list/--images/--out)")
+    if resize is None and study.config.input.resize:
+        resize = (study.config.input.resize,) * 2
+    return study_builds(study, study.datasets() if all_ else datasets, data_root, images), resize or None
+
+
 @command()
 @click.argument("datasets", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every dataset of the study.")
@@ -204,7 +218,7 @@ def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, 
     Example: tf db --all --data-root data --images ILSVRC12      (or: tf db --store --data-root data --images ILSVRC12)
     """
     import shutil
-    from ..datasets import build_db, built_from, db_jobs
+    from ..databases import build_db, built_from
     study = study_of(ctx)
     if store:
         from ..store import build_store, sizes
@@ -246,7 +260,7 @@ def mean(ctx, dataset, db_path, out, data_root):
 
     Example: tf mean half0A_train --data-root data
     """
-    from ..datasets import compute_mean, study_mean, write_mean
+    from ..mean import compute_mean, study_mean, write_mean
     if bool(dataset) == bool(db_path) or (db_path and not out):
         raise click.UsageError("give a DATASET, or --db DB with --out FILE")
     if dataset:
@@ -261,7 +275,7 @@ def mean(ctx, dataset, db_path, out, data_root):
 @fmt_option("text", "json")
 def inspect(path, fmt):
     """Describe a .binaryproto, an LMDB or a .caffemodel."""
-    from ..datasets import inspect_path
+    from ..databases import inspect_path
     info = inspect_path(path)
     if fmt == "json":
         return click.echo(formats.as_json(info))
@@ -351,7 +365,7 @@ def status(ctx, globs, root, fmt):
 
     Example: tf status --root results
     """
-    from ..results import parse_root
+    from ..logcache import parse_root
     from ..schedulers.slurm import job_states
     from ..state import status_rows, status_text
     folder = folder_of(ctx, root, must_exist=True)
@@ -363,7 +377,8 @@ def status(ctx, globs, root, fmt):
 
 
 def summary_of(ctx, root: Path, use_cache: bool = True):
-    from ..results import parse_root, summarize
+    from ..logcache import parse_root
+    from ..results import summarize
     folder = folder_of(ctx, root, must_exist=True)
     return folder.study, summarize(folder.study, parse_root(folder.study, root, use_cache=use_cache))
 
@@ -456,7 +471,8 @@ def report(ctx, root, out, compare, label, compare_label, no_cache):
     Example: tf report --root results --out report.html --compare ../shared/convnet_transfer/results
     """
     from ..report import write
-    from ..results import parse_root, summarize
+    from ..logcache import parse_root
+    from ..results import summarize
     from ..state import status_rows
     folder = folder_of(ctx, root, must_exist=True)
     logs = parse_root(folder.study, root, use_cache=not no_cache)

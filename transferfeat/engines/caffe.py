@@ -93,7 +93,7 @@ class CaffeEngine(Engine):
         return cls(caffe)
 
     def command(self, netdir: NetFolder, resume=None, weights=None, gpu=None) -> list:
-        from ..datasets import is_index
+        from ..store import is_index
         for link in (netdir.path / "imagenet_train_lmdb", netdir.path / "imagenet_val_lmdb"):
             if is_index(link):
                 raise Error(f"net {netdir.name}: {link.name} is an index into the image store (tf db --store), "

@@ -105,6 +105,28 @@ def _directive(opt: str, value: str = None) -> str:
     return f'#SBATCH {opt}="{value}"' if shlex.quote(value) != value else f"#SBATCH {opt}={value}"
 
 
+# --------------------------------------------------------------------------- SLURM's outputs, parsed
+
+def parse_squeue(text: str) -> dict[str, str]:
+    """``squeue -h -o "%i %T"``: job id -> state (RUNNING, PENDING, …); blank lines skipped."""
+    return dict(line.split()[:2] for line in text.splitlines() if len(line.split()) >= 2)
+
+
+def parse_sacct(text: str) -> dict[str, str]:
+    """``sacct -n -X -P -o JobID,State``: job id -> state, without what follows it ("CANCELLED by 0"
+    -> CANCELLED); a job id seen twice (requeued) keeps its last line."""
+    return {j.strip(): s.split()[0] for j, s in (l.split("|", 1) for l in text.splitlines() if "|" in l) if s.split()}
+
+
+def parse_sbatch(text: str) -> str:
+    """``sbatch --parsable``: the job id ("123", or "123;cluster" on a federation); an error when it
+    printed none."""
+    job = text.strip().split(";")[0].strip()
+    if not job.split("_")[0].isdigit():
+        raise Error(f"sbatch printed no job id: {text.strip()[:200]!r}")
+    return job
+
+
 def _run(cmd: list, **kw) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
@@ -120,7 +142,7 @@ def queue_states(job_ids) -> dict[str, str]:
     out = _run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T"])
     if out.returncode != 0 and "Invalid job id" not in out.stderr:
         raise Error(f"squeue failed: {out.stderr.strip()}")
-    return dict(line.split()[:2] for line in out.stdout.splitlines() if line.strip())
+    return parse_squeue(out.stdout)
 
 
 def accounting_states(job_ids) -> dict[str, str]:
@@ -131,7 +153,7 @@ def accounting_states(job_ids) -> dict[str, str]:
     out = _run(["sacct", "-n", "-X", "-P", "-j", ",".join(ids), "-o", "JobID,State"])
     if out.returncode != 0:
         return {}
-    return {j: s.split()[0] for j, s in (l.split("|", 1) for l in out.stdout.splitlines() if "|" in l)}
+    return parse_sacct(out.stdout)
 
 
 def read_job(netdir) -> dict:
@@ -203,7 +225,11 @@ def submit(folder: StudyFolder, nets: list[Net], res: Resources, engine: Engine,
         if out.returncode != 0:
             result.failed[net.name] = f"sbatch failed: {out.stderr.strip() or f'exit code {out.returncode}'}"
             continue
-        job = out.stdout.strip().split(";")[0]
+        try:
+            job = parse_sbatch(out.stdout)
+        except Error as e:
+            result.failed[net.name] = str(e)
+            continue
         write_job(d, job_id=job, state="SUBMITTED", dependency=dep)
         result.submitted[net.name] = (job, dep)
         echo(f"submitted {net.name} as job {job}" + (f" after job {dep} ({base})" if dep else ""))

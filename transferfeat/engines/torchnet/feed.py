@@ -6,9 +6,8 @@ and draws each image's mirror and crop offsets from the layer's generator in Caf
 image: the mirror, then the two offsets). A pool of reader threads, one slice of the batch each,
 parses the records (or decodes them with OpenCV: encoded records, image files) and copies each
 image's crop window, its columns right to left where mirrored, into one uint8 batch [N, C, crop,
-crop], pinned when the device is a GPU: cropping and mirroring cost that copy nothing (measured: on
-2 CPU cores a batched crop of the whole batch on the device took 29% of the transform), and 21%
-fewer bytes cross to the GPU. The consumer moves the batch to the device (the copy overlapping the
+crop], pinned when the device is a GPU: cropping and mirroring cost that copy nothing (a batched
+crop on the device costs more: benchmarks/README.md), and 21% fewer bytes cross to the GPU. The consumer moves the batch to the device (the copy overlapping the
 net's work) and there subtracts the mean (one indexing of the mean's crop windows) and scales the
 whole batch: the same float32 arithmetic as the per-image transform, so a batch is bit-identical
 to it.
@@ -37,7 +36,8 @@ import torch
 
 from ... import images
 from ...caffeproto import Datum, read_blob
-from ...datasets import datum_image, is_index, open_db, read_index
+from ...databases import datum_image, open_db
+from ...store import is_index, read_index
 from ...errors import Error
 from ...netspec import NetSpec
 from .glog import Log

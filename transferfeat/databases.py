@@ -1,4 +1,4 @@
-"""Caffe LMDB databases (Datum records, as convert_imageset writes them) and mean files.
+"""Caffe LMDB databases: Datum records as convert_imageset writes them, the builder, reading them.
 
 Images are decoded and resized as Caffe's convert_imageset does (images.py: OpenCV) by a pool of
 threads (OpenCV releases the GIL, and threads spare pickling every record between processes), a
@@ -6,8 +6,7 @@ chunk of images per task; a raw record is assembled with one copy of its pixels;
 the records into the open LMDB transaction, committed every ~8 MiB (bounded memory, and the map
 grown and the transaction replayed when LMDB says it is full); after each commit a thread writes
 the new pages to the disk and lets the kernel drop them from its cache, so the disk writes while
-the cores decode and the last sync waits for little (measured on 2 cores, 1,500 images: 730-846
-img/s with 32 MiB commits, 837-951 with 8 MiB).
+the cores decode and the last sync waits for little (benchmarks/README.md: what each choice measured).
 A database is built into ``DB.partial`` and renamed to ``DB`` only when complete, so a folder named
 ``DB`` is a finished database. An interrupted build resumes where its last commit ended; record keys
 (``%08d_<file>``) are fixed by the list order, so a resumed build never duplicates a record.
@@ -17,7 +16,6 @@ from __future__ import annotations
 import collections
 import errno
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import atomic, images
-from .caffeproto import Datum, int_field, key, mean_blob, read_blob, varint
+from .caffeproto import Datum, int_field, key, read_blob, varint
 from .errors import Error
 from .locks import FileLock
 from .splits import read_list
@@ -192,19 +190,11 @@ def build_db(list_file, images, out, *, classes: int, resize=None, encoded=False
                         f"{max_skip:.0%}); the partial build stays in {partial}. First: line {skipped[0][0]} "
                         f"{skipped[0][1]}: {skipped[0][2]}")
         report = {"list": str(list_file), "images": str(images), "written": written, "skipped": [
-            {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params, "list_sha256": file_sha256(list_file)}
+            {"line": l, "file": f, "reason": r} for l, f, r in skipped], **params, "list_sha256": atomic.sha256(list_file)}
         atomic.write_text(partial / BUILD_REPORT, json.dumps(report, indent=1))
         os.replace(partial, out)
         progress_file.unlink(missing_ok=True)
     return BuildResult(out, written, skipped, start)
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def built_from(db, list_file, resize=None, encoded=False, shuffle=None, seed=None):
@@ -216,7 +206,7 @@ def built_from(db, list_file, resize=None, encoded=False, shuffle=None, seed=Non
     if not report:
         return f"it has no build record ({BUILD_REPORT}): tf did not build it, or not whole"
     sha = report.get("list_sha256")
-    if sha is not None and sha != file_sha256(list_file):
+    if sha is not None and sha != atomic.sha256(list_file):
         return f"{list_file} has changed since it was built (a new tf split?)"
     if sha is None and report.get("lines") != len(read_list(list_file, 1 << 30)):
         return f"it holds {report.get('lines')} lines' images and {list_file} now has another number"
@@ -233,7 +223,7 @@ def _fill(partial, progress_file, state, entries, order, images, resize, encoded
     # No fsync per commit (the progress file only advances after a commit, so a crash costs at most
     # a re-decode); one sync before the rename makes the finished database durable. LMDB writes its
     # pages with pwrite (not through a writable map: first touches of mapped file pages cost the
-    # kernel more than the copy saved, measured by bench_db), into blocks reserved beforehand
+    # kernel more than the copy saved: benchmarks/README.md), into blocks reserved beforehand
     # (_Writer.reserve), so a full disk is an error from the reservation before LMDB writes.
     env = lmdb.open(str(partial), map_size=max(1 << 24, 2 * estimate), subdir=True, meminit=False,
                     sync=False)
@@ -342,7 +332,7 @@ class _Writer:
 def _write_back(fd: int) -> None:
     """Write the file's dirty pages to the disk, then let the kernel drop them from its cache: a
     build's pages are not read again, so the cache reuses its pages instead of growing by the whole
-    database (measured on 2 cores, 1,500 images: the kernel's CPU time 0.4-1.4 s -> 0.4-0.5 s)."""
+    database (benchmarks/README.md)."""
     os.fdatasync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
@@ -362,19 +352,6 @@ class _build_lock:
         self.lock.release()
 
 
-def db_jobs(study, datasets, all_, data_root, images, list_file, out, resize):
-    """``tf db``'s two forms: (jobs as ``study_builds`` gives them, resize (W, H) or None)."""
-    if list_file or out:
-        if not (list_file and out and images) or datasets or all_:
-            raise Error("the low-level form needs --list, --images and --out, and no DATASET")
-        return [(str(out), Path(list_file), Path(images), Path(out))], resize
-    if all_ == bool(datasets) or images is None:
-        raise Error("name DATASETs or give --all, with --images DIR (or use --list/--images/--out)")
-    if resize is None and study.config.input.resize:
-        resize = (study.config.input.resize,) * 2
-    return study_builds(study, study.datasets() if all_ else datasets, data_root, images), resize or None
-
-
 def study_builds(study, names, data_root, images) -> list[tuple[str, Path, Path, Path]]:
     """(dataset, list file, image folder, database) for each named dataset of ``study``."""
     from .folder import DatasetFolder, image_folder
@@ -386,18 +363,6 @@ def study_builds(study, names, data_root, images) -> list[tuple[str, Path, Path,
         d = DatasetFolder(data_root, name)
         out.append((name, d.files, image_folder(images, study.dataset_specs[name].part), d.lmdb))
     return out
-
-
-def study_mean(study, dataset: str, data_root, out=None, progress=True) -> tuple[Path, np.ndarray]:
-    """Compute and write the mean of a dataset's LMDB (to its folder's mean file, or ``out``)."""
-    from .folder import DatasetFolder
-    if dataset not in study.datasets():
-        raise Error(f"{dataset!r} is not a dataset of study {study.config.name!r}")
-    d = DatasetFolder(data_root, dataset)
-    mean = compute_mean(d.index if d.index.is_dir() and not d.lmdb.exists() else d.lmdb, progress=progress)
-    path = Path(out) if out else d.mean
-    write_mean(mean, path)
-    return path, mean
 
 
 def _in_order(pool, fn, jobs, window: int):
@@ -413,67 +378,6 @@ def _in_order(pool, fn, jobs, window: int):
 
 
 # --------------------------------------------------------------------------- reading
-
-INDEX = "tf-index.json"          # a dataset as records of the image store (store.py builds them)
-VERSION = 1
-
-
-def is_index(path) -> bool:
-    return (Path(path) / INDEX).is_file()
-
-
-@dataclass
-class Index:
-    """A dataset's records in the store: ``positions`` (the record numbers its LMDB's keys would
-    carry, skipped images left out) and ``rows`` (the store's records), with its list's entries."""
-    path: Path
-    store: Path
-    entries: list
-    order: list
-    positions: np.ndarray
-    rows: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def records(self, txn=None):
-        """(key, label, store value) of every record, in the order the dataset's LMDB holds them; the
-        values are views into the store, valid while the read transaction ``txn`` (or the iteration) is."""
-        if txn is None:
-            with open_db(self.store).begin(buffers=True) as txn:
-                yield from self.records(txn)
-            return
-        for i, row in zip(self.positions.tolist(), self.rows.tolist()):
-            e = self.entries[self.order[i]]
-            value = txn.get(b"%08d_%s" % (row, e.path.encode()))
-            if value is None:
-                raise Error(f"{self.path}: store {self.store} has no record {row} ({e.path}): build the store again")
-            yield ("%08d_%s" % (i, e.path)).encode(), e.label, value
-
-
-def read_index(path) -> Index:
-    """The index at ``path`` (a folder holding tf-index.json), checked against its store and list."""
-    path = Path(path)
-    try:
-        head = json.loads((path / INDEX).read_text())
-        store, lst = (path / head["store"]).resolve(), (path / head["list"]).resolve()
-        with np.load(path / "records.npz", allow_pickle=False) as z:
-            positions, rows = z["positions"], z["rows"]
-        version, seed, shuffle, classes = head["version"], head["seed"], head["shuffle"], head["classes"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise Error(f"{path}: not an index tf wrote ({e})") from None
-    if version != VERSION:
-        raise Error(f"{path}: an index of version {version}; build it again with this tf")
-    check_db(store)
-    if head.get("list_sha256") is not None and file_sha256(lst) != head["list_sha256"]:
-        raise Error(f"{path}: its list {lst} has changed since this index was written (a new tf split?): "
-                    f"run `tf db --store` again")
-    built = atomic.read_json(store / BUILD_REPORT).get("list_sha256")
-    if head.get("store_list_sha256") is not None and built != head["store_list_sha256"]:
-        raise Error(f"{path}: the store {store} was built again since this index was written: run `tf db --store` again")
-    entries = read_list(lst, classes)
-    return Index(path, store, entries, index_order(len(entries), shuffle, seed), positions, rows)
-
 
 def index_order(n: int, shuffle: bool, seed: int) -> list:
     """The list order a database of ``n`` entries is built in (build_db's)."""
@@ -555,38 +459,6 @@ def iter_db(path):
     with open_db(path).begin() as txn:
         for k, v in txn.cursor():
             yield bytes(k), bytes(v)
-
-
-def compute_mean(db, progress=True) -> np.ndarray:
-    """Mean image (channels, height, width) over every record of an LMDB (or an index into the image
-    store), as compute_image_mean computes it. Pixels are summed 257 at a time in uint16 (exact: 257 ×
-    255 < 2¹⁶), then into int64."""
-    if is_index(db):
-        n = len(read_index(db))
-        env = open_db(read_index(db).store)
-    else:
-        n, env = db_stat(check_db(db))["entries"], open_db(db)
-    with env.begin(buffers=True) as txn:
-        values = ((v for _, _, v in read_index(db).records(txn)) if is_index(db) else (v for _, v in txn.cursor()))
-        total, part, count = None, None, 0
-        for value in tqdm(values, total=n, unit="img", desc="mean", disable=not progress):
-            img = datum_image(Datum.from_bytes(value, copy=False))
-            if total is None:
-                total, part = np.zeros(img.shape, np.int64), np.zeros(img.shape, np.uint16)
-            elif img.shape != total.shape:
-                raise Error(f"{db}: records of different shapes ({img.shape} and {total.shape}): resize them")
-            part += img
-            count += 1
-            if count % 257 == 0:
-                total += part
-                part[...] = 0
-    if not count:
-        raise Error(f"{db}: no records")
-    return ((total + part) / count).astype(np.float32)
-
-
-def write_mean(mean: np.ndarray, path) -> None:
-    atomic.write_bytes(path, mean_blob(mean).to_bytes())
 
 
 def db_stat(path) -> dict:

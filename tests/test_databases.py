@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import resize_tmpfs, tf
-from transferfeat import datasets, images
+from transferfeat import databases, images
+from transferfeat.splits import read_list
 from transferfeat.caffeproto import Datum, read_blob
 from transferfeat.cli import main
-from transferfeat.datasets import build_db, compute_mean, decode_datum, inspect_path, iter_db
+from transferfeat.databases import build_db, decode_datum, inspect_path, iter_db
+from transferfeat.mean import compute_mean
 from transferfeat.errors import Error
 
 
@@ -89,7 +91,7 @@ def test_bad_list_line_fails_before_writing(tmp_path, synth_dir):
 
 def _failing_put(monkeypatch, exc, after):
     """The ``after``-th commit of a build raises ``exc`` instead of committing."""
-    real = datasets._Writer.commit
+    real = databases._Writer.commit
     calls = []
 
     def commit(self):
@@ -97,7 +99,7 @@ def _failing_put(monkeypatch, exc, after):
         if len(calls) == after:
             raise exc
         real(self)
-    monkeypatch.setattr(datasets._Writer, "commit", commit)
+    monkeypatch.setattr(databases._Writer, "commit", commit)
     return calls
 
 
@@ -139,7 +141,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, monkeypatch)
 
 
 def test_map_grows_instead_of_failing(tmp_path, synth_dir, monkeypatch):
-    monkeypatch.setattr(datasets, "estimate_bytes", lambda *a, **k: 1)      # a far too small first map
+    monkeypatch.setattr(databases, "estimate_bytes", lambda *a, **k: 1)      # a far too small first map
     lst = _list(tmp_path, synth_dir, n=240)
     r = build_db(lst, synth_dir / "train", tmp_path / "db", classes=20, resize=(128, 128), progress=False)
     assert r.written == 240
@@ -260,7 +262,7 @@ def test_mean_matches_compute_image_mean(tmp_path, odd_images, caffe_bin):
 
 
 def test_two_db_builds_on_one_output(tmp_path, synth_dir):
-    from transferfeat.datasets import _build_lock
+    from transferfeat.databases import _build_lock
     out = tmp_path / "db"
     with _build_lock(out):
         r = CliRunner().invoke(main, ["db", "--list", str(synth_dir / "whole_train" / "files.txt"), "--images",
@@ -303,7 +305,7 @@ def test_resumed_build_retries_what_it_skipped(tmp_path, synth_dir):
     assert [s["file"] for s in report["skipped"]] == [lines[17].split()[0]]
     broken[1].write_bytes(good[1])
     build_db(lst, imgs, tmp_path / "whole", classes=20, progress=False)
-    from transferfeat.datasets import iter_db
+    from transferfeat.databases import iter_db
     fixed = dict(iter_db(tmp_path / "db"))
     assert all(fixed[k] == v for k, v in iter_db(tmp_path / "whole") if k in fixed)   # same keys, same records
     assert len(fixed) == 39
@@ -331,7 +333,7 @@ def test_a_store_that_no_longer_holds_its_lists_is_refused_or_rebuilt(tiny_data,
     """After a re-split (the whole train list changed) or with another --resize, `tf db --store` refuses the
     old store, naming it and why, and writes no index against it; --rebuild builds it again, and its
     indexes then read the new list's records. An index whose own list changed since is refused when read."""
-    from transferfeat.datasets import read_index
+    from transferfeat.store import read_index
     study, root, images = _store_root(tiny_data, tmp_path)
     args = ("--study", study.path, "db", "--store", "--data-root", root, "--images", images)
     assert tf(*args).exit_code == 0
@@ -353,11 +355,11 @@ def test_a_store_that_no_longer_holds_its_lists_is_refused_or_rebuilt(tiny_data,
         write_index(root / "half0A_train" / "files.txt", root, "train", tmp_path / "x", 20)      # the library too
     r = tf(*args, "--rebuild")
     assert r.exit_code == 0 and "removing it to build it again" in r.output, r.output
-    rows = dict((e.path, i) for i, e in enumerate(datasets.read_list(whole, 20)))
+    rows = dict((e.path, i) for i, e in enumerate(read_list(whole, 20)))
     idx = read_index(index.parent)
     for key, label, value in list(idx.records())[:20]:
         path = key.decode().split("_", 1)[1]
-        assert Datum.from_bytes(bytes(value)).label == datasets.read_list(whole, 20)[rows[path]].label
+        assert Datum.from_bytes(bytes(value)).label == read_list(whole, 20)[rows[path]].label
     lst = root / "half0A_train" / "files.txt"
     lst.write_text(lst.read_text().replace(" 0\n", " 1\n", 1))              # the dataset's own list re-split
     with pytest.raises(Error, match="its list .* has changed since this index was written"):

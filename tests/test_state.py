@@ -225,3 +225,17 @@ def test_status_rows_carry_the_engine_and_problem(folder):
     assert rows["half0A"]["engine"] == "caffe" and rows["half0A"]["state"] == "done"
     assert rows["transfer0A0B_1_1"]["status"] == "pending"
     assert state_of(folder, folder.study.net("half0A")).attempt["status"] == "done"
+
+
+def test_one_folder_listing_per_decision_in_tf_train(folder, monkeypatch):
+    """`tf train` lists the net's folder once to read its state and once to judge the outcome (the base
+    net, done, is judged by its completion record, without a listing)."""
+    from transferfeat.folder import NetFolder
+    listed = []
+    real = NetFolder.scan
+    monkeypatch.setattr(NetFolder, "scan", lambda self: listed.append(self.name) or real(self))
+    finish(folder, "half0A")
+    assert listed == ["half0A", "half0A"]
+    listed.clear()
+    assert tf("train", "transfer0A0B_1_1", "--root", folder.root).exit_code == 0
+    assert listed == ["transfer0A0B_1_1", "transfer0A0B_1_1"]

@@ -139,9 +139,10 @@ def read_record(netdir: NetFolder) -> dict:
     return atomic.read_json(netdir.done_record)
 
 
-def record_done(netdir: NetFolder, max_iter: int, weights_only: bool = False, **extra) -> dict:
-    """Check the final pair and write the completion record atomically; SnapshotError if not whole."""
-    model, state = check_pair(netdir, max_iter, weights_only=weights_only)
+def record_done(netdir: NetFolder, max_iter: int, weights_only: bool = False, listing: Listing = None, **extra) -> dict:
+    """Check the final pair and write the completion record atomically; SnapshotError if not whole.
+    ``listing``: the folder's, when the caller has just read it."""
+    model, state = check_pair(netdir, max_iter, weights_only=weights_only, listing=listing)
     record = {"iteration": max_iter, "caffemodel": digest(model), "solverstate": state and digest(state),
               "verified": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
     atomic.write_json(netdir.done_record, record)

@@ -24,14 +24,16 @@ from .locks import FileLock
 from .snapshots import SnapshotError, check_record, read_record, record_done, resumable
 from .study import Net
 
-KINDS = ("not rendered", "done", "damaged", "running", "diverged", "failed", "unverified", "blocked", "pending")
+KINDS = ("not rendered", "done", "damaged", "running", "diverged", "failed", "unverified", "blocked", "pending",
+         "logs only")                     # a folder of logs without tf's files (the authors', logs copied in)
 
 
 @dataclass(frozen=True)
 class NetState:
     """What a net's folder says. ``final``: the verified final caffemodel (done); ``record``: its
     completion record; ``problem``: why it is damaged or failed; ``resumes_at``: the newest whole
-    snapshot pair a new attempt would resume from; ``attempt``: the last attempt's record."""
+    snapshot pair a new attempt would resume from, and ``resume_file`` its solver state; ``attempt``:
+    the last attempt's record."""
     name: str
     kind: str
     final: Optional[Path] = None
@@ -40,6 +42,7 @@ class NetState:
     blocked_on: Optional[str] = None
     resumes_at: Optional[int] = None
     attempt: dict = field(default_factory=dict)
+    resume_file: Optional[Path] = None
 
     @property
     def done(self) -> bool:
@@ -92,18 +95,19 @@ def state_of(folder: StudyFolder, net: Net, base: Optional[NetState] = None, ech
         return NetState(net.name, "running", attempt=attempt)
     listing = d.scan()
     resume = resumable(d, listing, exclude=attempt.get("bad_snapshots", ()), echo=echo)
+    at = {"resumes_at": resume, "resume_file": listing.solverstates[resume] if resume is not None else None}
     if damage:
-        return NetState(net.name, "damaged", record=record, problem=damage, resumes_at=resume, attempt=attempt)
+        return NetState(net.name, "damaged", record=record, problem=damage, attempt=attempt, **at)
     if attempt.get("status") in ("failed", "diverged"):
         return NetState(net.name, attempt["status"], problem="\n".join(attempt.get("last_lines", [])),
-                        resumes_at=resume, attempt=attempt)
+                        attempt=attempt, **at)
     if max_iter in listing.snapshots:
-        return NetState(net.name, "unverified", resumes_at=resume, attempt=attempt)
+        return NetState(net.name, "unverified", attempt=attempt, **at)
     if resume is None and net.base:
         base = base or state_of(folder, folder.study.net(net.base))
         if not base.done:
             return NetState(net.name, "blocked", blocked_on=net.base, attempt=attempt)
-    return NetState(net.name, "pending", resumes_at=resume, attempt=attempt)
+    return NetState(net.name, "pending", attempt=attempt, **at)
 
 
 def states(folder: StudyFolder, nets, echo=None) -> dict[str, NetState]:
@@ -159,7 +163,7 @@ def status_rows(folder: StudyFolder, nets: list[Net], logs: dict, found: dict = 
         phrase = s.phrase()
         if log and s.kind in ("not rendered", "pending", "blocked") and s.resumes_at is None:
             # logs without a snapshot here (the authors' folder, logs copied in): say what the logs say
-            s = replace(s, kind="logged")
+            s = replace(s, kind="logs only")
             phrase = "trained (logs only)" if log.iterations >= max_iter else f"logged to {log.iterations} (logs only)"
         elif not log and s.kind == "not rendered":
             phrase = "no log (not rendered)"

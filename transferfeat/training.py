@@ -138,6 +138,7 @@ class Attempt:
     pair_bytes: int = 0
     stop_reason: Optional[str] = None
     finish_lines: list = field(default_factory=list)      # what finish() recorded as the outcome's cause
+    listing: object = None                                 # the folder as finish() found it
     outputs: int = 1000                 # the width of the net's last layer: its divergence bound
     diverged: Optional[Divergence] = None
 
@@ -186,7 +187,7 @@ class Attempt:
         A pair is marked bad (by its identity, not its iteration) only when the trainer failed by its
         own error straight after resuming from it, or was written after the net diverged; a trainer
         killed from outside (a signal: OOM killer, scheduler, SIGKILL) costs no pair."""
-        listing = self.dir.scan()
+        listing = self.listing = self.dir.scan()
         extra, lines, bad = {}, [], []
         self.diverged = self.diverged or divergence(parse_segment(self.log, lr=False), self.outputs)
         if self.diverged:
@@ -196,7 +197,7 @@ class Attempt:
                    for it in listing.solverstates if it >= self.diverged.iteration]
         elif self.max_iter in listing.snapshots:
             try:
-                record_done(self.dir, self.max_iter, **self._describe())
+                record_done(self.dir, self.max_iter, listing=listing, **self._describe())
                 status = "done"
             except SnapshotError as e:
                 status, lines = "failed", [f"the final snapshot is not whole: {e}"]
@@ -264,7 +265,7 @@ def prepare(folder: StudyFolder, net: Net, engine: Engine, state: NetState, base
     if why:
         raise Error(f"net {net.name}: not started: {why}")
     resume = state.resumes_at
-    solverstate = f"{d.scan().solverstates[resume].name}" if resume is not None else None
+    solverstate = state.resume_file.name if state.resume_file is not None else None
     try:
         check_data(d)
         launch = engine.prepare(d, resume=solverstate, weights=weights, gpu=gpu, threads=threads)
@@ -319,16 +320,16 @@ def train(folder: StudyFolder, net: Net, engine: Engine, gpu=None, echo=print, i
                     f"rate in {att.dir.solver} (or find the cause in {att.log}); `tf train` then resumes it from "
                     f"before the divergence")
     if status == "done":
-        echo(f"{net.name}: done ({att.dir.scan().snapshots[att.max_iter].name})")
+        echo(f"{net.name}: done ({att.listing.snapshots[att.max_iter].name})")
     elif status == "interrupted":
-        states = att.dir.scan().solverstates
+        states = att.listing.solverstates
         echo((f"{net.name}: {att.stop_reason}\n" if att.stop_reason else "")
              + f"{net.name}: stopped; snapshot at iteration {max(states) if states else '-'}, `tf train` resumes it")
         if att.stop_reason:
             raise Error(f"net {net.name} is not done: {att.stop_reason}")
     else:
         raise Error(f"net {net.name}: {engine.name} failed with exit code {rc}; from {att.log}:\n"
-                    + "\n".join(read_attempt(att.dir).get("last_lines", [])))
+                    + "\n".join(att.finish_lines))
     return status
 
 

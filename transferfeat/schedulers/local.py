@@ -18,7 +18,7 @@ from ..folder import StudyFolder
 from ..plan import schedule
 from ..state import Lock, adopt, adopt_all, state_of, states
 from ..study import Net
-from ..training import DISK_POLL, Attempt, Busy, prepare
+from ..training import DISK_POLL, Attempt, Busy, prepare, read_for_attempt
 
 
 @dataclass
@@ -61,8 +61,7 @@ class Pool:
 
     def _launch(self, net: Net, device) -> bool:
         """Start ``net`` on ``device`` from its state, read now; False when it runs elsewhere after all."""
-        base = state_of(self.folder, self.study.net(net.base)) if net.base else None
-        state = adopt(self.folder, net, state_of(self.folder, net, base, self.echo), self.echo)
+        state, base = read_for_attempt(self.folder, net, self.echo)
         if state.kind == "running":
             if net.name not in self.waiting:
                 self.waiting.add(net.name)

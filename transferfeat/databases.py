@@ -217,6 +217,22 @@ def built_from(db, list_file, resize=None, encoded=False, shuffle=None, seed=Non
     return None
 
 
+def reuse(db, list_file, rebuild: bool, log=print, **asked) -> bool:
+    """Whether the existing database ``db`` is kept: it holds ``list_file`` as ``asked`` (built_from's
+    settings); else an error naming why, or with ``rebuild`` it is removed (to be built again)."""
+    if not Path(db).exists():
+        return False
+    why = built_from(db, list_file, **asked)
+    if not why:
+        log(f"{db}: exists, built from {list_file} as asked, kept")
+        return True
+    if not rebuild:
+        raise Error(f"{db} does not hold {list_file} as asked: {why}; pass --rebuild to build it again (or remove it)")
+    log(f"{db}: {why}; removing it to build it again")
+    shutil.rmtree(db)
+    return False
+
+
 def _fill(partial, progress_file, state, entries, order, images, resize, encoded, threads, estimate, commit_bytes,
           progress, desc):
     """Add the records ``partial`` lacks: those after its last key, and those skipped before it."""

@@ -19,16 +19,13 @@ from .study import Study
 CACHE_VERSION = 6
 
 
-
 def cache_dir() -> Path:
     """Where parsed logs are kept: ``$XDG_CACHE_HOME/transferfeat/logs`` (one file per results folder)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferfeat" / "logs"
 
 
-
 def _cache_path(root: Path) -> Path:
     return cache_dir() / (hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16] + ".npz")
-
 
 
 def _key(p: Path):
@@ -36,14 +33,11 @@ def _key(p: Path):
     return str(p.resolve()), st.st_size, st.st_mtime_ns
 
 
-
 def _parse_for_results(path):
     return parse_segment(path, lr=False)
 
 
-
 _ARRAYS = ("loss_its", "loss_vals", "test_its", "test_idx", "test_vals", "speed_its", "speed_iter_s", "speed_img_s")
-
 
 
 def _save_cache(path: Path, segments: dict) -> None:
@@ -69,7 +63,6 @@ def _save_cache(path: Path, segments: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(path, buf.getvalue())
     path.with_suffix(".pickle").unlink(missing_ok=True)      # an older tf's cache of the same folder
-
 
 
 def _load_cache(path: Path) -> dict:
@@ -99,7 +92,6 @@ def _load_cache(path: Path) -> dict:
         return out
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return {}
-
 
 
 def parse_root(study: Study, root, use_cache: bool = True, workers: int = None) -> dict:

@@ -18,13 +18,13 @@ def compute_mean(db, progress=True) -> np.ndarray:
     """Mean image (channels, height, width) over every record of an LMDB (or an index into the image
     store), as compute_image_mean computes it. Pixels are summed 257 at a time in uint16 (exact: 257 ×
     255 < 2¹⁶), then into int64."""
-    if is_index(db):
-        n = len(read_index(db))
-        env = open_db(read_index(db).store)
+    index = read_index(db) if is_index(db) else None
+    if index is not None:
+        n, env = len(index), open_db(index.store)
     else:
         n, env = db_stat(check_db(db))["entries"], open_db(db)
     with env.begin(buffers=True) as txn:
-        values = ((v for _, _, v in read_index(db).records(txn)) if is_index(db) else (v for _, v in txn.cursor()))
+        values = (v for _, _, v in index.records(txn)) if index is not None else (v for _, v in txn.cursor())
         total, part, count = None, None, 0
         for value in tqdm(values, total=n, unit="img", desc="mean", disable=not progress):
             img = datum_image(Datum.from_bytes(value, copy=False))
@@ -42,10 +42,8 @@ def compute_mean(db, progress=True) -> np.ndarray:
     return ((total + part) / count).astype(np.float32)
 
 
-
 def write_mean(mean: np.ndarray, path) -> None:
     atomic.write_bytes(path, mean_blob(mean).to_bytes())
-
 
 
 def study_mean(study, dataset: str, data_root, out=None, progress=True) -> tuple[Path, np.ndarray]:

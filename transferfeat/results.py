@@ -51,8 +51,6 @@ def metrics(log, net: Net, outputs: int, batch: int) -> dict:
     return out
 
 
-
-
 def measured_speed(study: Study, root) -> tuple[float, int]:
     """(images/s, how many nets): the median training speed of the nets whose logs under ``root`` show one."""
     batch = study.config.input.train_batch

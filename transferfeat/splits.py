@@ -270,11 +270,11 @@ def folder_lists(folder, out, classes: int, valid_fraction: float = 0.1, seed: i
                 raise Error(f"{val / name}: no validation images for class {name!r}")
             valid += [(f, label) for f in vfiles]
         train += [(f, label) for f in files]
-    both = set() if held_out else set(owners["train"]) & {os.path.realpath(folder / f) for f, _ in valid}
-    if both:
-        f = next(f for f, _ in valid if os.path.realpath(folder / f) in both)
-        raise Error(f"{shown_path(folder / f)} is also a training image ({shown_path(owners['train'][os.path.realpath(folder / f)][1])}, "
-                    f"through a link): validation images must not be training images")
+    for f, _ in [] if held_out else valid:
+        same = owners["train"].get(os.path.realpath(folder / f))
+        if same:
+            raise Error(f"{shown_path(folder / f)} is also a training image ({shown_path(same[1])}, through a link): "
+                        f"validation images must not be training images")
     for dataset, entries in ((WHOLE_TRAIN, train), (WHOLE_VALID, valid)):
         d = DatasetFolder(out, dataset)
         d.path.mkdir(parents=True, exist_ok=True)

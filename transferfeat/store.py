@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .databases import (BUILD_REPORT, build_db, built_from, check_db, estimate_bytes, index_order,
-                        open_db)
+from .databases import BUILD_REPORT, build_db, built_from, check_db, estimate_bytes, index_order, open_db, reuse
 from .errors import Error
 from .folder import DatasetFolder, image_folder
 from .splits import read_list
@@ -33,17 +32,14 @@ PARTS = {"train": "whole_train", "valid": "whole_valid"}
 
 # --------------------------------------------------------------------------- a dataset as an index
 
-INDEX = "tf-index.json"          # a dataset as records of the image store (store.py builds them)
-
+INDEX = "tf-index.json"          # a dataset as records of the image store
 
 
 VERSION = 1
 
 
-
 def is_index(path) -> bool:
     return (Path(path) / INDEX).is_file()
-
 
 
 @dataclass
@@ -75,7 +71,6 @@ class Index:
             yield ("%08d_%s" % (i, e.path)).encode(), e.label, value
 
 
-
 def read_index(path) -> Index:
     """The index at ``path`` (a folder holding tf-index.json), checked against its store and list."""
     path = Path(path)
@@ -100,7 +95,6 @@ def read_index(path) -> Index:
     return Index(path, store, entries, index_order(len(entries), shuffle, seed), positions, rows)
 
 
-
 def store_db(data_root, part: str) -> Path:
     """The store's database for ``part`` ("train" or "valid")."""
     return Path(data_root) / "store" / ("train" if part == "train" else "val")
@@ -116,8 +110,8 @@ def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True
     if why:
         raise Error(f"{store} does not hold {whole}: {why}; build the store again (tf db --store --rebuild)")
     rows = {e.path: i for i, e in enumerate(read_list(whole, 1 << 30))}
-    report = store / BUILD_REPORT
-    skipped = {s["line"] - 1 for s in json.loads(report.read_text())["skipped"]} if report.is_file() else set()
+    report = atomic.read_json(store / BUILD_REPORT)
+    skipped = {s["line"] - 1 for s in report.get("skipped", [])}
     entries = read_list(list_file, classes)
     order = index_order(len(entries), shuffle, seed)
     positions, store_rows = [], []
@@ -138,7 +132,7 @@ def write_index(list_file, data_root, part: str, out, classes: int, shuffle=True
                                             "list": os.path.relpath(list_file, out), "seed": seed, "shuffle": shuffle,
                                             "classes": classes, "records": len(positions),
                                             "list_sha256": atomic.sha256(list_file),
-                                            "store_list_sha256": atomic.read_json(report).get("list_sha256")})
+                                            "store_list_sha256": report.get("list_sha256")})
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         full = " (the disk is full)" if e.errno == errno.ENOSPC else ""
@@ -179,15 +173,7 @@ def build_store(study, data_root, images, resize=None, encoded=False, threads=No
         db = store_db(data_root, part)
         if not lst.is_file():
             raise Error(f"{lst} is missing: run `tf split` first (the store holds the whole {part} list)")
-        why = built_from(db, lst, resize, encoded) if db.exists() else None
-        if why and rebuild:
-            log(f"{db}: {why}; removing it to build it again")
-            shutil.rmtree(db)
-        elif why:
-            raise Error(f"{db} does not hold {lst} as asked: {why}; pass --rebuild to build it again (or remove it)")
-        if db.exists():
-            log(f"{db}: exists, built from {lst} as asked, kept")
-        else:
+        if not reuse(db, lst, rebuild, log, resize=resize, encoded=encoded):
             r = build_db(lst, image_folder(images, part), db,
                          classes=study.config.datasets.classes, resize=resize, encoded=encoded, shuffle=False,
                          threads=threads, log=log, **kw)

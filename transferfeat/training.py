@@ -22,7 +22,7 @@ from typing import Optional
 
 from .engines import Engine
 from .errors import Error
-from .folder import NetFolder, StudyFolder
+from .folder import Listing, NetFolder, StudyFolder
 from .logs import merge, parse_segment
 from .health import Divergence, divergence
 from .snapshots import SnapshotError, check_record, expected, pair_identity, read_record, record_done
@@ -138,7 +138,7 @@ class Attempt:
     pair_bytes: int = 0
     stop_reason: Optional[str] = None
     finish_lines: list = field(default_factory=list)      # what finish() recorded as the outcome's cause
-    listing: object = None                                 # the folder as finish() found it
+    listing: Optional[Listing] = None                      # the folder as finish() found it
     outputs: int = 1000                 # the width of the net's last layer: its divergence bound
     diverged: Optional[Divergence] = None
 

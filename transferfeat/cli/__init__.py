@@ -217,8 +217,7 @@ def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, 
 
     Example: tf db --all --data-root data --images ILSVRC12      (or: tf db --store --data-root data --images ILSVRC12)
     """
-    import shutil
-    from ..databases import build_db, built_from
+    from ..databases import build_db, reuse
     study = study_of(ctx)
     if store:
         from ..store import build_store, sizes
@@ -233,15 +232,9 @@ def db(ctx, datasets, all_, data_root, images, list_file, out, resize, encoded, 
         return
     jobs, size = db_jobs(study, datasets, all_, data_root, images, list_file, out, None if resize is None else size_of(resize))
     for _, lst, img, dest in jobs:
-        if dest.exists() and not list_file:
-            why = built_from(dest, lst, size, encoded, shuffle, seed)
-            if not why:
-                click.echo(f"{dest}: exists, built from {lst} as asked, skipped")
-                continue
-            if not rebuild:
-                raise Error(f"{dest} does not hold {lst} as asked: {why}; pass --rebuild to build it again (or remove it)")
-            click.echo(f"{dest}: {why}; removing it to build it again")
-            shutil.rmtree(dest)
+        if not list_file and reuse(dest, lst, rebuild, click.echo, resize=size, encoded=encoded, shuffle=shuffle,
+                                   seed=seed):
+            continue
         r = build_db(lst, img, dest, classes=study.config.datasets.classes, resize=size, encoded=encoded,
                      shuffle=shuffle, seed=seed, threads=threads, max_skip=max_skip, log=click.echo,
                      check_space=not no_space_check)

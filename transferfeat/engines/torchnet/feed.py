@@ -7,10 +7,10 @@ image: the mirror, then the two offsets). A pool of reader threads, one slice of
 parses the records (or decodes them with OpenCV: encoded records, image files) and copies each
 image's crop window, its columns right to left where mirrored, into one uint8 batch [N, C, crop,
 crop], pinned when the device is a GPU: cropping and mirroring cost that copy nothing (a batched
-crop on the device costs more: benchmarks/README.md), and 21% fewer bytes cross to the GPU. The consumer moves the batch to the device (the copy overlapping the
-net's work) and there subtracts the mean (one indexing of the mean's crop windows) and scales the
-whole batch: the same float32 arithmetic as the per-image transform, so a batch is bit-identical
-to it.
+crop on the device costs more: benchmarks/README.md), and 21% fewer bytes cross to the GPU. The
+consumer moves the batch to the device (the copy overlapping the net's work) and there subtracts the
+mean (one indexing of the mean's crop windows) and scales the whole batch: the same float32
+arithmetic as the per-image transform, so a batch is bit-identical to it.
 
 Opt-in (``TF_DECODE=device``, a GPU and torchvision): encoded JPEG records are decoded on the GPU
 by torchvision's batched ``decode_jpeg`` (nvJPEG) instead of OpenCV in the readers, for when CPU
